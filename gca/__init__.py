@@ -1,0 +1,17 @@
+"""gca — Generalised Contrastive Alignment.
+
+Executable companion to *Your contrastive learning problem is secretly a distribution alignment
+problem* (Chen, Lin, Liu, Xiao, Dyer; NeurIPS 2024). Modules, one per concept:
+
+- :mod:`gca.ot` — log-domain balanced / unbalanced Sinkhorn solvers and Bregman projections.
+- :mod:`gca.losses` — the loss family (INCE, RINCE, GCA-*, IOT, ...) as configurations of one
+  alignment core.
+- :mod:`gca.plans` — target transport plans (positive pairs, supervised, domain prior, custom).
+- :mod:`gca.data`, :mod:`gca.augment`, :mod:`gca.models` — datasets, batched augmentations, encoders.
+- :mod:`gca.train`, :mod:`gca.eval` — pretraining, frozen linear probe, kNN, alignment/uniformity.
+- :mod:`gca.provenance` — what produced a result or a figure.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]
