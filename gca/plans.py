@@ -1,0 +1,264 @@
+r"""Target transport plans :math:`P_{\mathrm{tgt}}` for the alignment losses (paper §2, §4).
+
+A target plan says where each anchor's mass *should* go. Rows are anchors, columns candidates, in
+one of the two layouts of the paper (§2):
+
+- ``"cross"``: :math:`N = B`; row ``i`` is view-1 sample ``i``, column ``j`` view-2 sample ``j``;
+  the positive of ``i`` is :math:`\pi(i) = i`.
+- ``"joint"``: :math:`N = 2B`, rows/columns are :math:`[\hat z_1; \hat z_2]` in *block* order;
+  self-pairs are excluded (the target must put no mass on the diagonal); the positive of ``i`` is
+  :math:`\pi(i) = i \pm B`.
+
+Every builder returns a dense, non-negative ``(N, N)`` matrix whose rows are renormalised to the
+row marginal :math:`\mu = 1_N` (each row has mass 1), the convention the losses use. With the
+default target (the permutation :math:`\Pi` of :math:`\pi`) the losses never form this matrix:
+they gather the positive entries with :func:`positive_index` instead.
+
+Builders
+--------
+- :func:`positive_pairs` — :math:`\Pi`, one positive per anchor (SimCLR/INCE/GCA default).
+- :func:`supervised_plan` — multi-positive from labels: same label :math:`\Rightarrow` positive.
+- :func:`domain_prior_plan` — the paper's domain prior (page 9):
+  :math:`1[j = \pi(i)] + \alpha\,1[D_i = D_j,\ j \ne \pi(i)] + \beta\,1[D_i \ne D_j]`.
+- :func:`custom_plan` — any user-given non-negative matrix, validated and renormalised.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "LAYOUTS",
+    "check_layout",
+    "plan_size",
+    "positive_index",
+    "positive_pairs",
+    "supervised_plan",
+    "domain_prior_plan",
+    "custom_plan",
+]
+
+LAYOUTS = ("joint", "cross")
+
+
+def check_layout(layout: str) -> str:
+    """Validate a layout name (``"joint"`` or ``"cross"``) and return it."""
+    if not isinstance(layout, str) or layout not in LAYOUTS:
+        raise ValueError(
+            f"layout={layout!r} is not a layout; use 'joint' (N = 2B, SimCLR style, self-pairs "
+            f"excluded) or 'cross' (N = B, view 1 against view 2)"
+        )
+    return layout
+
+
+def _check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size={batch_size!r} must be an int (the number of pairs B)")
+    if batch_size < 2:
+        raise ValueError(
+            f"batch_size={batch_size} is too small: contrastive alignment needs at least 2 pairs "
+            f"(with one pair there are no negatives)"
+        )
+    return batch_size
+
+
+def plan_size(batch_size: int, layout: str = "joint") -> int:
+    """Number of rows/columns ``N`` of a plan: ``2B`` for ``"joint"``, ``B`` for ``"cross"``."""
+    check_layout(layout)
+    return 2 * batch_size if layout == "joint" else batch_size
+
+
+def positive_index(batch_size: int, layout: str = "joint", *, device=None) -> Tensor:
+    r"""Column index :math:`\pi(i)` of each anchor's positive.
+
+    Returns
+    -------
+    Tensor, shape ``(N,)``, int64
+        ``[B, ..., 2B-1, 0, ..., B-1]`` for ``"joint"`` (block order, :math:`i \leftrightarrow i+B`);
+        ``[0, ..., B-1]`` for ``"cross"``.
+    """
+    check_layout(layout)
+    batch_size = _check_batch_size(batch_size)
+    idx = torch.arange(batch_size, device=device)
+    if layout == "cross":
+        return idx
+    return torch.cat([idx + batch_size, idx])
+
+
+def positive_pairs(batch_size: int, layout: str = "joint", *, device=None,
+                   dtype: torch.dtype = torch.float32) -> Tensor:
+    r"""The default target :math:`\Pi`, the permutation matrix of :math:`\pi`.
+
+    .. math:: \Pi_{ij} = 1[j = \pi(i)]
+
+    Returns
+    -------
+    Tensor, shape ``(N, N)``
+        Rows sum to 1; zero diagonal in the ``"joint"`` layout.
+
+    Examples
+    --------
+    >>> positive_pairs(2, "joint")
+    tensor([[0., 0., 1., 0.],
+            [0., 0., 0., 1.],
+            [1., 0., 0., 0.],
+            [0., 1., 0., 0.]])
+    """
+    pi = positive_index(batch_size, layout, device=device)
+    n = pi.numel()
+    plan = torch.zeros(n, n, device=device, dtype=dtype)
+    plan[torch.arange(n, device=device), pi] = 1.0
+    return plan
+
+
+def _check_groups(values, name: str, batch_size: Optional[int] = None) -> Tensor:
+    if not isinstance(values, Tensor):
+        try:
+            values = torch.as_tensor(values)
+        except Exception as exc:  # noqa: BLE001 - re-raised with a clear message
+            raise TypeError(f"{name} must be a 1-D tensor of integer ids, got {type(values)!r}") from exc
+    if values.dim() != 1:
+        raise ValueError(f"{name} must be 1-D with one id per pair (shape (B,)), got shape "
+                         f"{tuple(values.shape)}")
+    if values.dtype.is_floating_point or values.dtype.is_complex or values.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer ids (e.g. torch.long), got dtype {values.dtype}")
+    if batch_size is not None and values.numel() != batch_size:
+        raise ValueError(f"{name} has {values.numel()} entries but the batch has B={batch_size} pairs")
+    _check_batch_size(values.numel())
+    return values
+
+
+def _renormalise_rows(plan: Tensor, mass: Tensor | float = 1.0) -> Tensor:
+    return plan * (mass / plan.sum(dim=1, keepdim=True))
+
+
+def _expand_layout(values: Tensor, layout: str) -> Tensor:
+    """Per-pair ids ``(B,)`` to per-row ids ``(N,)`` in the given layout."""
+    return torch.cat([values, values]) if layout == "joint" else values
+
+
+def supervised_plan(labels, layout: str = "joint", *, dtype: torch.dtype = torch.float32) -> Tensor:
+    r"""Multi-positive target from class labels (supervised contrastive prior).
+
+    .. math:: P_{ij} \propto 1[y_i = y_j], \quad P_{ii} = 0 \text{ in the joint layout},
+              \quad \textstyle\sum_j P_{ij} = 1.
+
+    Each anchor's own other view is always a positive (same label), so every row has mass.
+
+    Parameters
+    ----------
+    labels : Tensor, shape ``(B,)``, integer
+        Class label of each pair (both views share it).
+    layout : {"joint", "cross"}
+
+    Returns
+    -------
+    Tensor, shape ``(N, N)``, rows summing to 1.
+    """
+    check_layout(layout)
+    labels = _check_groups(labels, "labels")
+    y = _expand_layout(labels, layout)
+    plan = (y[:, None] == y[None, :]).to(dtype)
+    if layout == "joint":
+        plan.fill_diagonal_(0.0)
+    return _renormalise_rows(plan)
+
+
+def domain_prior_plan(domains, *, alpha: float, beta: float, layout: str = "joint",
+                      dtype: torch.dtype = torch.float32) -> Tensor:
+    r"""The paper's domain prior (page 9), rows renormalised to mass 1.
+
+    .. math:: P_{ij} \propto 1[j = \pi(i)] + \alpha\,1[D_i = D_j,\ j \ne \pi(i)]
+              + \beta\,1[D_i \ne D_j], \qquad P_{ii} = 0 \text{ (joint layout)}.
+
+    ``alpha > beta`` asks same-domain samples to stay close (domain information kept),
+    ``alpha < beta`` pushes towards domain invariance; ``alpha = beta = 0`` is :math:`\Pi`.
+
+    Parameters
+    ----------
+    domains : Tensor, shape ``(B,)``, integer
+        Domain id of each pair.
+    alpha, beta : float, ``>= 0``
+        Mass on same-domain and cross-domain non-positive pairs, relative to the positive's 1.
+    layout : {"joint", "cross"}
+
+    Returns
+    -------
+    Tensor, shape ``(N, N)``, rows summing to 1.
+    """
+    check_layout(layout)
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name}={value!r} must be a real number >= 0")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name}={value!r} must be finite and >= 0 (a target plan is non-negative)")
+    domains = _check_groups(domains, "domains")
+    batch_size = domains.numel()
+    d = _expand_layout(domains, layout)
+    same = (d[:, None] == d[None, :]).to(dtype)
+    plan = alpha * same + beta * (1.0 - same)
+    pi = positive_index(batch_size, layout, device=d.device)
+    rows = torch.arange(pi.numel(), device=d.device)
+    plan[rows, pi] = 1.0
+    if layout == "joint":
+        plan.fill_diagonal_(0.0)
+    return _renormalise_rows(plan)
+
+
+def custom_plan(matrix, layout: str = "joint", *, batch_size: Optional[int] = None) -> Tensor:
+    r"""Validate a user-given non-negative target and renormalise its rows to mass 1.
+
+    .. math:: P_{ij} = M_{ij} / \textstyle\sum_k M_{ik}
+
+    Parameters
+    ----------
+    matrix : Tensor or array-like, shape ``(N, N)``
+        Non-negative, finite, every row with positive mass; zero diagonal in the ``"joint"``
+        layout (self-pairs are excluded from the plan, so they cannot carry target mass).
+    layout : {"joint", "cross"}
+    batch_size : int, optional
+        If given, the expected number of pairs ``B`` (checks ``N``).
+
+    Returns
+    -------
+    Tensor, shape ``(N, N)``, floating point, rows summing to 1.
+    """
+    check_layout(layout)
+    if not isinstance(matrix, Tensor):
+        try:
+            matrix = torch.as_tensor(matrix)
+        except Exception as exc:  # noqa: BLE001
+            raise TypeError(f"target must be a tensor or array-like (N, N) matrix, got {type(matrix)!r}") from exc
+    if matrix.dtype.is_complex:
+        raise TypeError(f"target must be real, got dtype {matrix.dtype}")
+    if not matrix.dtype.is_floating_point:
+        matrix = matrix.to(torch.get_default_dtype())
+    if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"target must be a square (N, N) matrix, got shape {tuple(matrix.shape)}")
+    n = matrix.shape[0]
+    if batch_size is not None:
+        expected = plan_size(batch_size, layout)
+        if n != expected:
+            raise ValueError(
+                f"target has shape {tuple(matrix.shape)} but layout={layout!r} with B={batch_size} "
+                f"pairs needs ({expected}, {expected})"
+            )
+    if layout == "joint" and n % 2:
+        raise ValueError(f"target has odd size N={n}; the joint layout has N = 2B rows")
+    if not bool(torch.isfinite(matrix).all()):
+        raise ValueError("target contains NaN or inf entries; a target plan must be finite")
+    if bool((matrix < 0).any()):
+        raise ValueError(f"target has negative entries (min {matrix.min().item():.3g}); a transport "
+                         f"plan must be non-negative")
+    if layout == "joint" and bool((matrix.diagonal() != 0).any()):
+        raise ValueError("target puts mass on self-pairs (non-zero diagonal) but the joint layout "
+                         "excludes them; set the diagonal to 0")
+    row_mass = matrix.sum(dim=1)
+    if bool((row_mass <= 0).any()):
+        bad = int(torch.nonzero(row_mass <= 0)[0])
+        raise ValueError(f"target row {bad} has no mass; every anchor needs at least one positive entry")
+    return _renormalise_rows(matrix)
