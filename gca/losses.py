@@ -1,0 +1,870 @@
+r"""The contrastive loss family as configurations of one alignment core (paper §2–§4).
+
+Every loss here is the same pipeline, only configured differently:
+
+.. math::
+
+    z_1, z_2 \;\to\; S \text{ (cosine similarities, layout)} \;\to\; C \text{ (cost)},\;
+    K = e^{-C/\varepsilon} \;\to\; P_\theta = \operatorname{proj}_{\mathcal B}^{(n\_iter)}(K)
+    \;\to\; d_M(P_{\mathrm{tgt}} \,\|\, P_\theta) \text{ (mean over anchors)}.
+
+The plan is never formed densely unless asked for: it is represented by the cost ``C`` and the
+log-domain potentials of :mod:`gca.ot`, :math:`P = \exp((f \oplus g - C)/\varepsilon)`, and the
+losses read the entries they need (:math:`\log P_{i\pi(i)}`, row normalisers) from ``f, g``.
+
+===========  ==========  ==============================  =========================  ================
+method       cost ``C``  constraint set :math:`\mathcal B`  outer divergence :math:`d_M`  paper §4 formula
+===========  ==========  ==============================  =========================  ================
+SimCLR       ``-S``      rows (one half-step), joint     KL                         NT-Xent
+INCE         ``-S``      rows (one half-step)            KL                         ``mean -log P¹_iπ``
+RINCE        ``-S``      rows (one half-step)            RINCE (W1-type)            Chuang et al.
+GCA-INCE     ``-S``      rows ∩ columns, T iterations    KL                         ``mean -log P⁽²ᵀ⁾_iπ``
+GCA-RINCE    ``-S``      rows ∩ columns, T iterations    RINCE on ``P⁽²ᵀ⁻¹⁾ / u``     §4
+GCA-UOT      ``1 - S``   unbalanced (ρ₁, ρ₂), T iter.    r₁·KL(rows) + r₂·RINCE     §4
+IOT          ``-S``      rows ∩ columns, joint           KL                         ``mean -log P_iπ``
+IOT-uni      ``-S``      rows ∩ columns, joint           KL + λ_p·KL(P‖Q)           see :func:`iot_uni_loss`
+BYOL         —           ``R^{B×B}`` (no constraint)     proximal step L2 (d_Γ)     in :mod:`gca.train`
+===========  ==========  ==============================  =========================  ================
+
+Conventions (paper §2): ``ẑ = z/‖z‖``; layout ``"joint"`` (default, ``N = 2B``,
+``Z = [ẑ₁; ẑ₂]``, block order, self-pairs excluded with ``C_ii = +inf``, positive ``π(i) = i ± B``)
+or ``"cross"`` (``N = B``, rows view 1, columns view 2, ``π(i) = i``); marginals ``μ = ν = 1_N``
+(probability marginals ``1_N/N`` for GCA-UOT, as the authors do); one iteration = one row step then
+one column step from ``v⁽⁰⁾ = 1``; every loss is a mean over the ``N`` anchors (rows).
+
+**BYOL** sits in the table with ``d_Γ = L2``, no constraint (``𝓑 = R^{B×B}``), no negatives and
+no iteration: its "plan" is the predictor's output itself, matched to the EMA target network's
+projection by a normalised MSE. That loss needs the online/target networks, so it lives with the
+training code (:mod:`gca.train`); ``make_loss("byol")`` explains this instead of guessing.
+
+Numerics: the OT part always runs in float32 or float64 (half-precision inputs are upcast and
+autocast is disabled inside), in the log domain of :mod:`gca.ot`. RINCE-type terms grow like
+``e^{q/ε}``; they are evaluated in factored form ``e^{M}·(…)`` so the value is finite whenever it
+fits the dtype, and an :class:`AlignmentOverflowError` naming ``epsilon``, ``q`` and the dtype is
+raised when it does not (never a silent inf/NaN).
+
+Global batch: ``gather=True`` all-gathers both views across processes with gradients
+(:func:`gca.distributed.gather_with_grad`) before building the plan.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import plans as _plans
+from .distributed import gather_with_grad
+
+__all__ = [
+    "LOSS_NAMES",
+    "GRAD_MODES",
+    "AlignmentOverflowError",
+    "Alignment",
+    "alignment",
+    "simclr_loss",
+    "ince_loss",
+    "rince_loss",
+    "gca_ince_loss",
+    "gca_rince_loss",
+    "gca_uot_loss",
+    "iot_loss",
+    "iot_uni_loss",
+    "AlignmentLoss",
+    "SimCLRLoss",
+    "INCELoss",
+    "RINCELoss",
+    "GCAINCELoss",
+    "GCARINCELoss",
+    "GCAUOTLoss",
+    "IOTLoss",
+    "IOTUniLoss",
+    "make_loss",
+]
+
+LOSS_NAMES = ("simclr", "ince", "rince", "gca-ince", "gca-rince", "gca-uot", "iot", "iot-uni")
+GRAD_MODES = ("unrolled", "implicit", "detach")
+COSTS = ("neg_cosine", "cosine_distance")
+CONSTRAINTS = ("rows", "balanced", "unbalanced")
+MARGINALS = ("ones", "probability")
+
+# The authors' CIFAR-10 values (paper.md §4: ε = 0.5, T = 10, ρ₁ = ρ₂ = 0.2, λ = 0.01, q = 0.6,
+# r₁ = 1, r₂ = 0.2; IOT-uni λ_p = 0.2).
+DEFAULT_EPSILON = 0.5
+DEFAULT_N_ITER = 10
+DEFAULT_RHO = 0.2
+DEFAULT_LAM = 0.01
+DEFAULT_Q = 0.6
+DEFAULT_R1 = 1.0
+DEFAULT_R2 = 0.2
+DEFAULT_LAMBDA_P = 0.2
+
+TargetLike = Union[None, Tensor, Callable[[int, str], Tensor]]
+
+
+class AlignmentOverflowError(OverflowError, ValueError):
+    """A loss value does not fit the floating-point dtype (RINCE-type terms grow like e^(q/ε))."""
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+# ----------------------------------------------------------------------------------------------
+
+def _real(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, Tensor) and value.numel() == 1 and not value.requires_grad:
+            value = value.item()
+        else:
+            raise TypeError(f"{name}={value!r} must be a real number")
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"{name}=nan is not a number; pass a real value")
+    return value
+
+
+def _check_epsilon(epsilon) -> float:
+    epsilon = _real("epsilon", epsilon)
+    if not (0 < epsilon < math.inf):
+        raise ValueError(f"epsilon={epsilon!r} must be finite and > 0 (temperature / entropic "
+                         f"regulariser; the paper uses 0.5)")
+    return epsilon
+
+
+def _check_n_iter(n_iter) -> int:
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int):
+        raise TypeError(f"n_iter={n_iter!r} must be an int >= 1 (number of Sinkhorn iterations)")
+    if n_iter < 1:
+        raise ValueError(f"n_iter={n_iter} must be >= 1 (one iteration = one row step + one column "
+                         f"step; use ince/rince for the single half-step)")
+    return n_iter
+
+
+def _check_q(q) -> float:
+    q = _real("q", q)
+    if not (0 < q <= 1):
+        raise ValueError(f"q={q!r} must lie in (0, 1] (RINCE exponent; q -> 0 recovers the KL/INCE "
+                         f"term, q = 1 is the W1-type limit)")
+    return q
+
+
+def _check_nonneg(name: str, value, hint: str = "") -> float:
+    value = _real(name, value)
+    if not (0 <= value < math.inf):
+        raise ValueError(f"{name}={value!r} must be finite and >= 0{hint}")
+    return value
+
+
+def _check_rho(rho) -> tuple[float, float]:
+    if isinstance(rho, (tuple, list)):
+        if len(rho) != 2:
+            raise ValueError(f"rho={rho!r} must be one number or a pair (rho1, rho2)")
+        pair = (_real("rho[0]", rho[0]), _real("rho[1]", rho[1]))
+    else:
+        value = _real("rho", rho)
+        pair = (value, value)
+    for value in pair:
+        if not value > 0:
+            raise ValueError(f"rho={rho!r} must be > 0 (marginal KL penalty; inf = hard marginal)")
+    return pair
+
+
+def _check_layout(layout) -> str:
+    return _plans.check_layout(layout)
+
+
+def _check_grad(grad) -> str:
+    if grad not in GRAD_MODES:
+        raise ValueError(f"grad={grad!r} is not a gradient mode; use one of {GRAD_MODES}")
+    return grad
+
+
+def _check_views(z1, z2) -> None:
+    for name, z in (("z1", z1), ("z2", z2)):
+        if not isinstance(z, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape (B, d), got {type(z)!r}")
+        if not z.is_floating_point():
+            raise TypeError(f"{name} must be floating point, got dtype {z.dtype}; cast with .float()")
+        if z.dim() != 2:
+            raise ValueError(f"{name} must have shape (B, d), got shape {tuple(z.shape)}")
+    if z1.shape != z2.shape:
+        raise ValueError(f"the two views must have the same shape, got z1 {tuple(z1.shape)} and "
+                         f"z2 {tuple(z2.shape)}")
+    if z1.device != z2.device:
+        raise ValueError(f"the two views are on different devices ({z1.device}, {z2.device})")
+    if z1.shape[0] < 2:
+        raise ValueError(f"batch size B={z1.shape[0]} is too small: alignment needs at least 2 pairs "
+                         f"(with one pair there are no negatives)")
+    if z1.shape[1] < 1:
+        raise ValueError("embeddings have dimension d=0")
+
+
+def _check_finite_norms(n1: Tensor, n2: Tensor) -> None:
+    # one host sync for both checks; details only on failure
+    ok = torch.isfinite(n1).all() & torch.isfinite(n2).all() & (n1 > 0).all() & (n2 > 0).all()
+    if not bool(ok):
+        for name, n in (("z1", n1), ("z2", n2)):
+            if not bool(torch.isfinite(n).all()):
+                bad = int(torch.nonzero(~torch.isfinite(n))[0])
+                raise ValueError(f"{name} contains NaN or inf (row {bad}); check the encoder's output")
+            if not bool((n > 0).all()):
+                bad = int(torch.nonzero(n <= 0)[0])
+                raise ValueError(f"{name} row {bad} is the zero vector; cosine similarity is undefined")
+
+
+# ----------------------------------------------------------------------------------------------
+# the alignment core
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Alignment:
+    r"""Result of :func:`alignment`: the loss and everything needed to inspect the plan.
+
+    The plan is stored as potentials: :math:`P = \exp((f \oplus g - C)/\varepsilon)`, and the plan
+    before the last column step :math:`P^{(2T-1)} = \exp((f \oplus g_{prev} - C)/\varepsilon)`.
+    Dense matrices (``plan``, ``kernel``, ``target_plan``) are built on access.
+
+    Attributes
+    ----------
+    loss : Tensor, scalar
+        The loss (mean over anchors).
+    per_anchor : Tensor, shape ``(N,)``
+        Each anchor's contribution; ``loss = per_anchor.mean()``.
+    terms : dict[str, Tensor]
+        Unweighted scalar components (``"kl"``, ``"rince"``, ``"uniformity"`` where present).
+    cost : Tensor, shape ``(N, N)``
+        ``C`` with ``+inf`` on excluded self-pairs (joint layout).
+    f, g, g_prev : Tensor, shapes ``(N,)``
+        Potentials (``ε log u``, ``ε log v``, ``ε log v`` before the last row step).
+    epsilon : float
+    layout : str
+    positives : Tensor, shape ``(N,)``, int64 — :math:`\pi(i)`.
+    target : Tensor or None, shape ``(N, N)`` — the custom target (rows sum to 1), None for Π.
+    constraint : str — ``"rows"``, ``"balanced"`` or ``"unbalanced"``.
+    n_iter : int — iterations run (0 for the single row projection).
+    solver : object or None — the :class:`gca.ot.SinkhornResult` (convergence diagnostics).
+    """
+
+    loss: Tensor
+    per_anchor: Tensor
+    terms: dict
+    cost: Tensor
+    f: Tensor
+    g: Tensor
+    g_prev: Tensor
+    epsilon: float
+    layout: str
+    positives: Tensor
+    target: Optional[Tensor]
+    constraint: str
+    n_iter: int
+    solver: object = field(default=None, repr=False)
+
+    @property
+    def kernel(self) -> Tensor:
+        """``K = exp(-C/ε)``, shape ``(N, N)`` (zero on excluded self-pairs)."""
+        return torch.exp(-self.cost / self.epsilon)
+
+    @property
+    def plan(self) -> Tensor:
+        """The final plan ``exp((f ⊕ g − C)/ε)``, shape ``(N, N)`` (``P⁽¹⁾`` for row-only losses)."""
+        return torch.exp((self.f[:, None] + self.g[None, :] - self.cost) / self.epsilon)
+
+    @property
+    def plan_before_column_step(self) -> Tensor:
+        """``P⁽²ᵀ⁻¹⁾ = exp((f ⊕ g_prev − C)/ε)``, the plan after the last row step."""
+        return torch.exp((self.f[:, None] + self.g_prev[None, :] - self.cost) / self.epsilon)
+
+    @property
+    def target_plan(self) -> Tensor:
+        """Dense target, shape ``(N, N)``: the custom target or the permutation ``Π``."""
+        if self.target is not None:
+            return self.target
+        n = self.positives.numel()
+        out = torch.zeros(n, n, dtype=self.cost.dtype, device=self.cost.device)
+        out[torch.arange(n, device=out.device), self.positives] = 1.0
+        return out
+
+    def marginal_errors(self) -> tuple[float, float]:
+        """Max absolute deviation of the plan's row / column sums from their mean-free targets
+        (useful with balanced plans: both near 0 at convergence)."""
+        with torch.no_grad():
+            p = self.plan
+            rows, cols = p.sum(1), p.sum(0)
+            return float((rows - rows.mean()).abs().max()), float((cols - cols.mean()).abs().max())
+
+
+def _similarity_cost(z1: Tensor, z2: Tensor, layout: str, cost: str):
+    """Normalised embeddings → (cost with +inf on excluded pairs, positive-pair cost (N,), π)."""
+    n1, n2 = z1.norm(dim=1), z2.norm(dim=1)
+    _check_finite_norms(n1, n2)
+    h1, h2 = z1 / n1[:, None], z2 / n2[:, None]
+    batch = z1.shape[0]
+    offset = 1.0 if cost == "cosine_distance" else 0.0
+    pos_sim = (h1 * h2).sum(dim=1)  # <ẑ1_i, ẑ2_i>, O(Bd), avoids gathering from the N×N cost
+    if layout == "cross":
+        sim = h1 @ h2.T
+        pos = offset - pos_sim
+        c = offset - sim
+    else:
+        z = torch.cat([h1, h2])
+        sim = z @ z.T
+        pos = offset - torch.cat([pos_sim, pos_sim])
+        c = (offset - sim).fill_diagonal_(math.inf)  # self-pairs excluded: K_ii = 0
+    pi = _plans.positive_index(batch, layout, device=z1.device)
+    return c, pos, pi
+
+
+def _resolve_target(target: TargetLike, batch: int, layout: str, ref: Tensor) -> Optional[Tensor]:
+    if target is None:
+        return None
+    if callable(target) and not isinstance(target, Tensor):
+        target = target(batch, layout)
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be None, an (N, N) tensor or a callable (batch_size, layout) "
+                        f"-> tensor, got {type(target)!r}")
+    target = _plans.custom_plan(target.detach(), layout, batch_size=batch)
+    return target.to(device=ref.device, dtype=ref.dtype)
+
+
+def _row_projection(cost: Tensor, epsilon: float, log_mu: float):
+    """One KL projection of K onto the row constraint (Bregman half-step, paper §2).
+
+    ``f = ε log μ − ε logsumexp_j(−C_ij/ε)``; ``g = g_prev = 0`` (``v⁽⁰⁾ = 1``)."""
+    f = epsilon * log_mu - epsilon * torch.logsumexp(-cost / epsilon, dim=1)
+    zeros = torch.zeros(cost.shape[1], dtype=cost.dtype, device=cost.device)
+    return f, zeros, zeros, None
+
+
+def _solve(cost: Tensor, *, epsilon: float, constraint: str, n_iter: int, rho, mass: str, grad: str):
+    n = cost.shape[0]
+    log_mu = -math.log(n) if mass == "probability" else 0.0
+    if constraint == "rows":
+        return _row_projection(cost, epsilon, log_mu)
+    from . import ot  # imported lazily: row-only losses do not need the solver module
+
+    a = torch.full((n,), math.exp(log_mu), dtype=cost.dtype, device=cost.device)
+    if constraint == "balanced":
+        res = ot.sinkhorn(cost, a, a, epsilon=epsilon, max_iter=n_iter, tol=0.0, grad=grad)
+    else:
+        res = ot.sinkhorn_unbalanced(cost, a, a, epsilon=epsilon, rho=rho, max_iter=n_iter,
+                                     tol=0.0, grad=grad)
+    return res.f, res.g, res.g_prev, res
+
+
+def _log_positive_weight(cost, pos_cost, h, pi, target, epsilon):
+    r"""``b_i = log Σ_j T_ij K_ij e^{h_j/ε}``; for Π this is ``(h_π(i) − C_iπ(i))/ε``."""
+    if target is None:
+        return (h[pi] - pos_cost) / epsilon
+    log_t = torch.log(target)  # -inf off the target's support
+    return torch.logsumexp(log_t + (h[None, :] - cost) / epsilon, dim=1)
+
+
+def _target_log_term(cost, pos_cost, h, pi, target, epsilon):
+    r"""``Σ_j T_ij (h_j − C_ij)/ε − Σ_j T_ij log T_ij`` (the target-dependent part of
+    ``−KL(T‖·)`` per row); for Π: ``(h_π(i) − C_iπ(i))/ε``."""
+    if target is None:
+        return (h[pi] - pos_cost) / epsilon
+    finite_cost = torch.where(target > 0, cost, torch.zeros_like(cost))  # T_ii = 0 meets C_ii = inf
+    ent = torch.special.xlogy(target, target).sum(dim=1)
+    return (target @ h - (target * finite_cost).sum(dim=1)) / epsilon - ent
+
+
+def _rince_term(a: Tensor, b: Tensor, q: float, epsilon: float) -> Tensor:
+    r"""Per-anchor ``(e^{q a_i} − e^{q b_i})/q`` (a: log of λ/u_i, b: log positive weight), as a
+    factored pair ``(per-anchor values scaled by e^{-M}, M)`` so that large values stay exact.
+
+    ``e^{q a} − e^{q b} = e^{q m}·w`` with ``m = max(a, b)``, ``d = a − b``,
+    ``w = expm1(−q·relu(−d)) − expm1(−q·relu(d)) ∈ (−1, 1)``: no cancellation as ``q → 0``.
+    """
+    d = a - b
+    w = torch.expm1(-q * torch.relu(-d)) - torch.expm1(-q * torch.relu(d))
+    m = q * torch.maximum(a, b)
+    big = m.detach().max()
+    return torch.exp(m - big) * w / q, big
+
+
+def _finish_rince(scaled: Tensor, big: Tensor, q: float, epsilon: float) -> tuple[Tensor, Tensor]:
+    """Undo the scaling of :func:`_rince_term`; raise if the mean does not fit the dtype."""
+    mean_scaled = scaled.mean()
+    dtype = scaled.dtype
+    log_max = math.log(torch.finfo(dtype).max)
+    magnitude = float(big) + math.log(max(float(mean_scaled.detach().abs()), 1e-300))
+    if not math.isfinite(float(big)) or magnitude > log_max - 1.0:
+        raise AlignmentOverflowError(
+            f"the RINCE-type term does not fit {dtype}: its value is about e^{magnitude:.0f} > "
+            f"e^{log_max:.0f}. It grows like e^(q/epsilon) with q={q:g}, epsilon={epsilon:g}; "
+            f"increase epsilon, decrease q, or compute the loss in float64"
+        )
+    scale = torch.exp(big)
+    return mean_scaled * scale, scaled * scale
+
+
+def alignment(
+    z1: Tensor,
+    z2: Tensor,
+    *,
+    epsilon: float = DEFAULT_EPSILON,
+    layout: str = "joint",
+    cost: str = "neg_cosine",
+    constraint: str = "rows",
+    n_iter: int = 1,
+    rho=math.inf,
+    mass: str = "ones",
+    kl_weight: float = 1.0,
+    kl_on_rows: bool = False,
+    rince_weight: float = 0.0,
+    rince_potential: str = "g_prev",
+    lam: float = DEFAULT_LAM,
+    q: float = DEFAULT_Q,
+    uniformity_weight: float = 0.0,
+    target: TargetLike = None,
+    grad: str = "unrolled",
+    gather: bool = False,
+) -> Alignment:
+    r"""The alignment core: similarity → layout → cost → constrained plan → outer divergence.
+
+    .. math::
+
+        L = \frac1N \sum_i \Big[ w_{KL}\,\ell^{KL}_i + w_R\,\ell^{R}_i \Big]
+            + w_U \tfrac1N \mathrm{KL}(P \,\|\, Q),
+
+    with :math:`P = \exp((f \oplus g - C)/\varepsilon)` the plan after the constraint's
+    projections, :math:`\ell^{KL}_i = \mathrm{KL}(T_{i\cdot} \| P_{i\cdot})` restricted to the target
+    (``-log P_iπ(i)`` for Π; the row-renormalised plan if ``kl_on_rows``),
+    :math:`\ell^R_i = [-(\sum_j T_{ij} K_{ij} e^{h_j/\varepsilon})^q + (\lambda/u_i)^q]/q` (the
+    RINCE-type term with ``h = g_prev`` or ``g``), and ``Q`` the IOT-uni reference (see
+    :func:`iot_uni_loss`). The named losses below are configurations of this function.
+
+    Parameters
+    ----------
+    z1, z2 : Tensor, shape ``(B, d)``
+        Embeddings of the two views (need not be normalised; they are, here).
+    epsilon : float > 0
+    layout : {"joint", "cross"}
+    cost : {"neg_cosine", "cosine_distance"}
+        ``C = −S`` (paper §2) or ``C = 1 − S`` (the authors' GCA-UOT).
+    constraint : {"rows", "balanced", "unbalanced"}
+        One row projection (INCE), ``n_iter`` balanced Sinkhorn iterations, or ``n_iter``
+        unbalanced iterations with marginal penalties ``rho``.
+    n_iter : int >= 1
+    rho : float or (float, float), > 0 (``inf`` = hard marginal); unbalanced only.
+    mass : {"ones", "probability"}
+        Marginals ``μ = ν = 1_N`` or ``1_N / N``.
+    kl_weight, rince_weight, uniformity_weight : float >= 0
+        Weights of the three divergence terms (``r1``, ``r2``, ``lambda_p``).
+    kl_on_rows : bool
+        Compare the target with the row-renormalised plan ``P_ij / Σ_k P_ik`` (GCA-UOT).
+    rince_potential : {"g_prev", "g"}
+        Column potential in the RINCE-type term: the one before the last row step
+        (GCA-RINCE: ``P⁽²ᵀ⁻¹⁾/u⁽ᵀ⁾``) or the final one (GCA-UOT: ``P/u``).
+    lam : float >= 0, q : float in (0, 1]
+    target : None, Tensor ``(N, N)`` or callable ``(batch_size, layout) -> Tensor``
+        Target plan (rows renormalised to 1); None = the positive pairs Π.
+    grad : {"unrolled", "implicit", "detach"}
+        Gradient mode of :mod:`gca.ot` (iterated constraints only).
+    gather : bool
+        All-gather both views across processes first (global batch, with gradients).
+
+    Returns
+    -------
+    Alignment
+    """
+    _check_views(z1, z2)
+    epsilon = _check_epsilon(epsilon)
+    layout = _check_layout(layout)
+    if cost not in COSTS:
+        raise ValueError(f"cost={cost!r} must be one of {COSTS}")
+    if constraint not in CONSTRAINTS:
+        raise ValueError(f"constraint={constraint!r} must be one of {CONSTRAINTS}")
+    if mass not in MARGINALS:
+        raise ValueError(f"mass={mass!r} must be one of {MARGINALS}")
+    if rince_potential not in ("g_prev", "g"):
+        raise ValueError(f"rince_potential={rince_potential!r} must be 'g_prev' or 'g'")
+    n_iter = _check_n_iter(n_iter)
+    rho = _check_rho(rho)
+    kl_weight = _check_nonneg("r1 (kl_weight)", kl_weight)
+    rince_weight = _check_nonneg("r2 (rince_weight)", rince_weight)
+    uniformity_weight = _check_nonneg("lambda_p (uniformity_weight)", uniformity_weight)
+    if kl_weight == 0 and rince_weight == 0 and uniformity_weight == 0:
+        raise ValueError("all loss weights are 0 (r1 = r2 = lambda_p = 0); the loss would be "
+                         "identically 0")
+    lam = _check_nonneg("lam", lam, " (RINCE density weight)")
+    q = _check_q(q)
+    grad = _check_grad(grad)
+    if uniformity_weight > 0 and target is not None:
+        raise ValueError("the IOT-uni uniformity term is defined for the positive-pair target "
+                         "only; pass target=None")
+
+    if gather:
+        z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
+    batch = z1.shape[0]
+
+    # the OT part runs in float32/float64 even under mixed precision
+    device_type = z1.device.type if z1.device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
+    with torch.autocast(device_type=device_type, enabled=False):
+        if z1.dtype in (torch.float16, torch.bfloat16):
+            z1, z2 = z1.float(), z2.float()
+        c, pos_cost, pi = _similarity_cost(z1, z2, layout, cost)
+        tgt = _resolve_target(target, batch, layout, c)
+        steps = 1 if constraint == "rows" else n_iter
+        f, g, g_prev, solver = _solve(c, epsilon=epsilon, constraint=constraint, n_iter=steps,
+                                      rho=rho, mass=mass, grad=grad)
+
+        per_anchor = torch.zeros_like(f)
+        terms: dict[str, Tensor] = {}
+        loss = f.new_zeros(())
+        if kl_weight > 0:
+            # −log P_iπ = −(f_i + g_π − C_iπ)/ε ; on rows: −log(P_iπ / Σ_j P_ij), f cancels
+            if kl_on_rows:
+                row_lse = torch.logsumexp((g[None, :] - c) / epsilon, dim=1)
+                kl_i = row_lse - _target_log_term(c, pos_cost, g, pi, tgt, epsilon)
+            else:
+                kl_i = -f / epsilon - _target_log_term(c, pos_cost, g, pi, tgt, epsilon)
+            terms["kl"] = kl_i.mean()
+            loss = loss + kl_weight * terms["kl"]
+            per_anchor = per_anchor + kl_weight * kl_i
+        if rince_weight > 0:
+            h = g_prev if rince_potential == "g_prev" else g
+            a = (math.log(lam) if lam > 0 else -math.inf) - f / epsilon  # log(λ / u_i)
+            b = _log_positive_weight(c, pos_cost, h, pi, tgt, epsilon)
+            scaled, big = _rince_term(a, b, q, epsilon)
+            terms["rince"], rince_i = _finish_rince(scaled, big, q, epsilon)
+            loss = loss + rince_weight * terms["rince"]
+            per_anchor = per_anchor + rince_weight * rince_i
+        if uniformity_weight > 0:
+            terms["uniformity"], uni_i = _uniformity(c, f, g, pi, epsilon, layout)
+            loss = loss + uniformity_weight * terms["uniformity"]
+            per_anchor = per_anchor + uniformity_weight * uni_i
+
+    return Alignment(loss=loss, per_anchor=per_anchor, terms=terms, cost=c, f=f, g=g,
+                     g_prev=g_prev, epsilon=epsilon, layout=layout, positives=pi, target=tgt,
+                     constraint=constraint, n_iter=0 if constraint == "rows" else n_iter,
+                     solver=solver)
+
+
+def _uniformity(c: Tensor, f: Tensor, g: Tensor, pi: Tensor, epsilon: float, layout: str):
+    r"""IOT-uni's ``KL(P‖Q)/N``: ``Q = P`` on the positives, the mean off-positive entry
+    :math:`\bar p` elsewhere (self-pairs excluded).
+
+    ``KL(P‖Q) = Σ_off [P log(P/p̄) − P + p̄] = Σ_off P log(P/p̄)`` (the mass terms cancel because
+    ``p̄`` is the mean of ``P`` over the same entries)."""
+    n = c.shape[0]
+    keep = torch.ones_like(c)
+    keep[torch.arange(n, device=c.device), pi] = 0.0
+    if layout == "joint":
+        keep.fill_diagonal_(0.0)
+    finite_c = torch.where(keep > 0, c, torch.zeros_like(c))  # no inf·0 in the gradient
+    log_p = (f[:, None] + g[None, :] - finite_c) / epsilon
+    p = torch.exp(log_p) * keep
+    count = keep.sum()
+    p_bar = p.sum() / count
+    per_row = (p * log_p).sum(dim=1) - p.sum(dim=1) * torch.log(p_bar)
+    return per_row.mean(), per_row
+
+
+# ----------------------------------------------------------------------------------------------
+# the named losses (functional API)
+# ----------------------------------------------------------------------------------------------
+
+def _out(result: Alignment, return_details: bool):
+    return result if return_details else result.loss
+
+
+def simclr_loss(z1, z2, *, epsilon: float = DEFAULT_EPSILON, target: TargetLike = None,
+                gather: bool = False, return_details: bool = False):
+    r"""SimCLR's NT-Xent: INCE on the joint layout (paper §4).
+
+    .. math:: L = \frac1N \sum_i -\log \frac{e^{s_{i\pi(i)}}}{\sum_{j\ne i} e^{s_{ij}}},
+              \quad s = ZZ^\top/\varepsilon,\ Z = [\hat z_1; \hat z_2],\ N = 2B
+
+    Shapes: ``z1, z2``: ``(B, d)``; returns a scalar (or :class:`Alignment`).
+    """
+    return _out(alignment(z1, z2, epsilon=epsilon, layout="joint", constraint="rows",
+                          target=target, gather=gather), return_details)
+
+
+def ince_loss(z1, z2, *, epsilon: float = DEFAULT_EPSILON, layout: str = "joint",
+              target: TargetLike = None, gather: bool = False, return_details: bool = False):
+    r"""INCE: KL between the target and one row projection of the kernel (paper §4).
+
+    .. math:: L = \tfrac1N \mathrm{KL}(\Pi \,\|\, P^{(1)}) = \frac1N\sum_i -\log P^{(1)}_{i\pi(i)},
+              \qquad P^{(1)} = \operatorname{diag}(\mu / K1)\,K
+
+    Shapes: ``z1, z2``: ``(B, d)``; ``N = 2B`` (joint) or ``B`` (cross). Returns a scalar.
+    With a custom target ``T``: ``(1/N) KL(T ‖ P⁽¹⁾)``.
+
+    Examples
+    --------
+    >>> z = torch.nn.functional.one_hot(torch.arange(4), 8).float()
+    >>> round(float(ince_loss(z, z, epsilon=1.0)), 4)   # log(e + 6) - 1
+    1.1654
+    """
+    return _out(alignment(z1, z2, epsilon=epsilon, layout=layout, constraint="rows",
+                          target=target, gather=gather), return_details)
+
+
+def rince_loss(z1, z2, *, epsilon: float = DEFAULT_EPSILON, lam: float = DEFAULT_LAM,
+               q: float = DEFAULT_Q, layout: str = "joint", target: TargetLike = None,
+               gather: bool = False, return_details: bool = False):
+    r"""RINCE (Chuang et al. 2022), the W1-type outer divergence on one row projection.
+
+    .. math:: L = \frac1N \sum_i \Big[-\frac{e^{q s_{i\pi(i)}}}{q}
+              + \frac{(\lambda \sum_{j} e^{s_{ij}})^q}{q}\Big]
+
+    (sum over all columns of row ``i``, positive included, self excluded). ``q → 0`` with
+    ``λ = 1`` gives INCE. Values grow like ``e^{q/ε}``: see :class:`AlignmentOverflowError`.
+    Shapes: ``z1, z2``: ``(B, d)``; returns a scalar.
+    """
+    return _out(alignment(z1, z2, epsilon=epsilon, layout=layout, constraint="rows",
+                          kl_weight=0.0, rince_weight=1.0, lam=lam, q=q, target=target,
+                          gather=gather), return_details)
+
+
+def gca_ince_loss(z1, z2, *, epsilon: float = DEFAULT_EPSILON, n_iter: int = DEFAULT_N_ITER,
+                  layout: str = "joint", target: TargetLike = None, grad: str = "unrolled",
+                  gather: bool = False, return_details: bool = False):
+    r"""GCA-INCE(T): KL between the target and ``T`` full Sinkhorn iterations (paper §4).
+
+    .. math:: L = \frac1N \sum_i -\log P^{(2T)}_{i\pi(i)}
+              = -\frac1N \sum_i \frac{f_i + g_{\pi(i)} - C_{i\pi(i)}}{\varepsilon},
+              \qquad \mu = \nu = 1_N,\ C = -S
+
+    Shapes: ``z1, z2``: ``(B, d)``; returns a scalar. With a custom target: ``(1/N) KL(T‖P⁽²ᵀ⁾)``.
+    """
+    return _out(alignment(z1, z2, epsilon=epsilon, layout=layout, constraint="balanced",
+                          n_iter=n_iter, target=target, grad=grad, gather=gather), return_details)
+
+
+def gca_rince_loss(z1, z2, *, epsilon: float = DEFAULT_EPSILON, n_iter: int = DEFAULT_N_ITER,
+                   lam: float = DEFAULT_LAM, q: float = DEFAULT_Q, layout: str = "joint",
+                   target: TargetLike = None, grad: str = "unrolled", gather: bool = False,
+                   return_details: bool = False):
+    r"""GCA-RINCE(T, λ, q): the RINCE-type divergence on the iterated plan (paper §4).
+
+    .. math:: L = \frac1N \sum_i \Big[-\frac{(P^{(2T-1)}_{i\pi(i)}/u^{(T)}_i)^q}{q}
+              + \frac{(\lambda/u^{(T)}_i)^q}{q}\Big],
+
+    i.e. RINCE on the kernel ``K diag(v⁽ᵀ⁻¹⁾)``: ``log(P⁽²ᵀ⁻¹⁾_iπ/u_i) = (g_prev_π − C_iπ)/ε`` and
+    ``log(1/u_i) = −f_i/ε``. ``n_iter = 1`` is exactly RINCE.
+    Shapes: ``z1, z2``: ``(B, d)``; returns a scalar.
+    """
+    return _out(alignment(z1, z2, epsilon=epsilon, layout=layout, constraint="balanced",
+                          n_iter=n_iter, kl_weight=0.0, rince_weight=1.0, rince_potential="g_prev",
+                          lam=lam, q=q, target=target, grad=grad, gather=gather), return_details)
+
+
+def gca_uot_loss(z1, z2, *, epsilon: float = DEFAULT_EPSILON, n_iter: int = DEFAULT_N_ITER,
+                 rho=DEFAULT_RHO, lam: float = DEFAULT_LAM, q: float = DEFAULT_Q,
+                 r1: float = DEFAULT_R1, r2: float = DEFAULT_R2, layout: str = "joint",
+                 target: TargetLike = None, grad: str = "unrolled", gather: bool = False,
+                 return_details: bool = False):
+    r"""GCA-UOT(T, ρ₁, ρ₂, λ, q, r₁, r₂) on the unbalanced plan (paper §4, authors' conventions).
+
+    .. math:: L = r_1 \frac1N\sum_i -\log\frac{P_{i\pi(i)}}{\sum_j P_{ij}}
+              + r_2 \frac1N\sum_i\Big[-\frac{(P_{i\pi(i)}/u_i)^q}{q} + \frac{(\lambda/u_i)^q}{q}\Big]
+
+    with ``P = diag(u) K diag(v)`` after ``T`` unbalanced iterations
+    ``u ← (μ/Kv)^{τ₁}``, ``v ← (ν/Kᵀu)^{τ₂}``, ``τ_k = ρ_k/(ρ_k+ε)``, cost ``C = 1 − S``
+    (self-pairs excluded), ``μ = ν = 1_N/N`` (so ``λ/u_i`` carries a factor ``N``).
+    With ``r2 = 0`` and ``rho = inf`` this is GCA-INCE on the row-renormalised plan, which equals
+    GCA-INCE once Sinkhorn has converged (at finite T they differ by ``mean_i log Σ_j P⁽²ᵀ⁾_ij``).
+    Shapes: ``z1, z2``: ``(B, d)``; returns a scalar.
+    """
+    return _out(alignment(z1, z2, epsilon=epsilon, layout=layout, cost="cosine_distance",
+                          constraint="unbalanced", n_iter=n_iter, rho=rho, mass="probability",
+                          kl_weight=r1, kl_on_rows=True, rince_weight=r2, rince_potential="g",
+                          lam=lam, q=q, target=target, grad=grad, gather=gather), return_details)
+
+
+def iot_loss(z1, z2, *, epsilon: float = DEFAULT_EPSILON, n_iter: int = DEFAULT_N_ITER,
+             target: TargetLike = None, grad: str = "unrolled", gather: bool = False,
+             return_details: bool = False):
+    r"""IOT (Shi et al., ICML 2023): alternating row/column normalisation of the joint kernel.
+
+    .. math:: L = \frac1N \sum_i -\log P_{i\pi(i)}, \qquad P = \text{Sinkhorn}_T(K),\ \mu=\nu=1_N
+
+    By the paper's definition (§4) this is GCA-INCE on the joint layout with uniform marginals;
+    it is kept as its own name so configurations and tables read like the paper's.
+    Shapes: ``z1, z2``: ``(B, d)``; returns a scalar.
+    """
+    return _out(alignment(z1, z2, epsilon=epsilon, layout="joint", constraint="balanced",
+                          n_iter=n_iter, target=target, grad=grad, gather=gather), return_details)
+
+
+def iot_uni_loss(z1, z2, *, epsilon: float = DEFAULT_EPSILON, n_iter: int = DEFAULT_N_ITER,
+                 lambda_p: float = DEFAULT_LAMBDA_P, grad: str = "unrolled", gather: bool = False,
+                 return_details: bool = False):
+    r"""IOT-uni: IOT plus a uniformity penalty on the negatives' plan entries.
+
+    .. math::
+
+        L = \frac1N \sum_i -\log P_{i\pi(i)} + \lambda_p \frac1N \mathrm{KL}(P \,\|\, Q),
+        \qquad Q_{ij} = \begin{cases} P_{ij} & j = \pi(i) \\ \bar p & j \ne \pi(i),\ j \ne i
+        \end{cases}, \quad \bar p = \frac{1}{|\mathcal O|}\sum_{(i,j)\in\mathcal O} P_{ij},
+
+    where :math:`\mathcal O` is the set of off-positive, non-self entries (``N(N−2)`` of them) and
+    ``KL`` the generalised KL of §2, which here reduces to :math:`\sum_{\mathcal O} P\log(P/\bar p)`.
+
+    Why this reading of the spec's one-line definition: "``Q`` equals ``P`` on the
+    diagonal-of-interest" — the positive pairs, which are the diagonal of the cross layout — "and
+    the mean off-positive value elsewhere": one global mean, as written. Self-pairs have no mass
+    (``K_ii = 0``), so they are excluded from the mean and the sum. The term is divided by ``N`` so
+    that, like every loss here, it is a mean over anchors. It vanishes exactly when every anchor
+    spreads its negative mass uniformly, and its gradient is the same whether ``p̄`` is treated
+    as a constant or differentiated (``∂/∂P_ij`` is ``log(P_ij/p̄)`` either way).
+
+    Shapes: ``z1, z2``: ``(B, d)``; returns a scalar. Forms the dense ``N × N`` plan.
+    """
+    return _out(alignment(z1, z2, epsilon=epsilon, layout="joint", constraint="balanced",
+                          n_iter=n_iter, uniformity_weight=lambda_p, grad=grad, gather=gather),
+                return_details)
+
+
+_FUNCTIONS = {
+    "simclr": simclr_loss,
+    "ince": ince_loss,
+    "rince": rince_loss,
+    "gca-ince": gca_ince_loss,
+    "gca-rince": gca_rince_loss,
+    "gca-uot": gca_uot_loss,
+    "iot": iot_loss,
+    "iot-uni": iot_uni_loss,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# nn.Module wrappers
+# ----------------------------------------------------------------------------------------------
+
+def _validate_hparams(name: str, hparams: dict) -> dict:
+    """Check hyperparameters eagerly (in ``__init__``), with the same rules as the functions."""
+    checks = {
+        "epsilon": _check_epsilon, "n_iter": _check_n_iter, "q": _check_q,
+        "lam": lambda v: _check_nonneg("lam", v), "r1": lambda v: _check_nonneg("r1", v),
+        "r2": lambda v: _check_nonneg("r2", v), "lambda_p": lambda v: _check_nonneg("lambda_p", v),
+        "rho": _check_rho, "layout": _check_layout, "grad": _check_grad,
+    }
+    for key, value in hparams.items():
+        if key in checks:
+            checks[key](value)
+        elif key == "gather" and not isinstance(value, bool):
+            raise TypeError(f"gather={value!r} must be True or False")
+    if name == "gca-uot" and hparams.get("r1", DEFAULT_R1) == 0 and hparams.get("r2", DEFAULT_R2) == 0:
+        raise ValueError("r1 = r2 = 0: the GCA-UOT loss would be identically 0")
+    return hparams
+
+
+class AlignmentLoss(nn.Module):
+    """A named loss of the family as an ``nn.Module``: ``forward(z1, z2) -> scalar``.
+
+    Hyperparameters are validated at construction. ``forward(z1, z2, target=None,
+    return_details=False)``: ``target`` overrides the module's target for this call;
+    ``return_details=True`` returns the :class:`Alignment` (plan, potentials, terms).
+
+    Shape: ``z1, z2``: ``(B, d)``; output: scalar.
+    """
+
+    name: str = ""
+
+    def __init__(self, name: str, **hparams):
+        super().__init__()
+        if name not in _FUNCTIONS:
+            raise ValueError(f"unknown loss {name!r}; choose one of {LOSS_NAMES}")
+        self.name = name
+        fn = _FUNCTIONS[name]
+        accepted = set(fn.__kwdefaults__) - {"return_details"}
+        unknown = set(hparams) - accepted
+        if unknown:
+            raise TypeError(f"{name!r} does not take {sorted(unknown)}; it accepts {sorted(accepted)}")
+        target = hparams.pop("target", None)
+        if target is not None and not (callable(target) or isinstance(target, Tensor)):
+            raise TypeError(f"target must be None, an (N, N) tensor or a callable, got {type(target)!r}")
+        if isinstance(target, Tensor):
+            layout = hparams.get("layout", "joint") if "layout" in accepted else "joint"
+            target = _plans.custom_plan(target, layout)
+            self.register_buffer("target", target, persistent=False)
+        else:
+            self.target = target
+        self.hparams = _validate_hparams(name, dict(hparams))
+        self._fn = fn
+
+    def forward(self, z1: Tensor, z2: Tensor, target: TargetLike = None, *,
+                return_details: bool = False):
+        tgt = self.target if target is None else target
+        kwargs = dict(self.hparams)
+        if tgt is not None:
+            if "target" not in self._fn.__kwdefaults__:
+                raise ValueError(f"{self.name!r} is defined for the positive-pair target only; "
+                                 f"pass target=None")
+            kwargs["target"] = tgt
+        return self._fn(z1, z2, return_details=return_details, **kwargs)
+
+    def extra_repr(self) -> str:
+        return ", ".join([repr(self.name)] + [f"{k}={v!r}" for k, v in self.hparams.items()])
+
+
+def _wrapper(name: str, doc_fn):
+    class _Loss(AlignmentLoss):
+        def __init__(self, **hparams):
+            super().__init__(name, **hparams)
+
+    _Loss.__doc__ = f"``nn.Module`` form of :func:`{doc_fn.__name__}` (``make_loss({name!r})``)."
+    return _Loss
+
+
+SimCLRLoss = _wrapper("simclr", simclr_loss)
+INCELoss = _wrapper("ince", ince_loss)
+RINCELoss = _wrapper("rince", rince_loss)
+GCAINCELoss = _wrapper("gca-ince", gca_ince_loss)
+GCARINCELoss = _wrapper("gca-rince", gca_rince_loss)
+GCAUOTLoss = _wrapper("gca-uot", gca_uot_loss)
+IOTLoss = _wrapper("iot", iot_loss)
+IOTUniLoss = _wrapper("iot-uni", iot_uni_loss)
+for _cls, _n in ((SimCLRLoss, "SimCLRLoss"), (INCELoss, "INCELoss"), (RINCELoss, "RINCELoss"),
+                 (GCAINCELoss, "GCAINCELoss"), (GCARINCELoss, "GCARINCELoss"),
+                 (GCAUOTLoss, "GCAUOTLoss"), (IOTLoss, "IOTLoss"), (IOTUniLoss, "IOTUniLoss")):
+    _cls.__name__ = _cls.__qualname__ = _n
+
+
+def make_loss(name: str, **hparams) -> AlignmentLoss:
+    """Build a loss of the family by name, with the authors' CIFAR-10 defaults.
+
+    Parameters
+    ----------
+    name : str
+        One of ``"simclr", "ince", "rince", "gca-ince", "gca-rince", "gca-uot", "iot",
+        "iot-uni"`` (case and ``_``/``-`` insensitive).
+    **hparams
+        Keyword hyperparameters of the matching function (``epsilon``, ``n_iter``, ``lam``, ``q``,
+        ``rho``, ``r1``, ``r2``, ``lambda_p``, ``layout``, ``target``, ``grad``, ``gather``).
+
+    Returns
+    -------
+    AlignmentLoss
+        ``loss(z1, z2)`` with ``z1, z2`` of shape ``(B, d)`` returns a scalar.
+
+    Examples
+    --------
+    >>> loss = make_loss("gca-uot", epsilon=0.5)
+    >>> z1, z2 = torch.randn(8, 16), torch.randn(8, 16)
+    >>> loss(z1, z2).shape
+    torch.Size([])
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string, got {type(name)!r}")
+    key = name.strip().lower().replace("_", "-")
+    if key == "byol":
+        raise ValueError("BYOL's loss (normalised MSE between the online predictor's output and the "
+                         "EMA target projection) needs the two networks and lives in gca.train; "
+                         "its place in the GCA table is documented in gca.losses")
+    if key not in _FUNCTIONS:
+        raise ValueError(f"unknown loss {name!r}; choose one of {LOSS_NAMES}")
+    return _CLASSES[key](**hparams)
+
+
+_CLASSES = {"simclr": SimCLRLoss, "ince": INCELoss, "rince": RINCELoss, "gca-ince": GCAINCELoss,
+            "gca-rince": GCARINCELoss, "gca-uot": GCAUOTLoss, "iot": IOTLoss, "iot-uni": IOTUniLoss}
