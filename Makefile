@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= default
 
-.PHONY: venv test test-all book notebooks smoke-notebooks bench clean
+.PHONY: venv test test-all book smoke-book notebooks smoke-notebooks bench clean
 
 venv: $(STAMP)
 
@@ -23,8 +23,25 @@ test: venv
 test-all: venv
 	$(PY) -m pytest -q -m "not gpu"
 
+## make book — execute every notebook at the default profile (papermill), then build _build/html
+book: venv
+	$(PY) -m gca.book all --profile $(PROFILE)
+
+## make smoke-book — the same at the smoke profile, warnings as errors (used by CI)
+smoke-book: venv
+	$(PY) -m gca.book all --profile smoke
+
+notebooks: venv
+	$(PY) -m gca.book execute --profile $(PROFILE)
+
+smoke-notebooks: venv
+	$(PY) -m gca.book execute --profile smoke
+
 bench: venv
 	$(PY) benchmarks/bench_ot.py
+	$(PY) benchmarks/bench_losses.py
+	$(PY) benchmarks/bench_augment.py
+	$(PY) benchmarks/bench_step.py
 
 clean:
-	rm -rf _build
+	rm -rf _build build
