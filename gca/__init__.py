@@ -4,7 +4,7 @@ Executable companion to *Your contrastive learning problem is secretly a distrib
 problem* (Chen, Lin, Liu, Xiao, Dyer; NeurIPS 2024). Modules, one per concept:
 
 - :mod:`gca.ot` — log-domain balanced / unbalanced Sinkhorn solvers and Bregman projections.
-- :mod:`gca.losses` — the loss family (INCE, RINCE, GCA-*, IOT, ...) as configurations of one
+- :mod:`gca.losses` — the loss family (INCE, RINCE, ``GCA-*``, IOT, ...) as configurations of one
   alignment core.
 - :mod:`gca.plans` — target transport plans (positive pairs, supervised, domain prior, custom).
 - :mod:`gca.data`, :mod:`gca.augment`, :mod:`gca.models` — datasets, batched augmentations, encoders.
