@@ -1,0 +1,152 @@
+"""Frozen-encoder evaluation (gca.eval): probe, kNN, alignment/uniformity, frozen checks."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gca.eval import (
+    alignment,
+    assert_frozen,
+    extract_features,
+    fit_logistic_regression,
+    freeze,
+    knn_accuracy,
+    knn_predict,
+    linear_probe,
+    stratified_split_indices,
+    uniformity,
+)
+from gca.models import build_model
+
+
+def _blobs(n_per_class=40, n_classes=4, dim=8, spread=1.0, seed=0):
+    centres = torch.randn(n_classes, dim, generator=torch.Generator().manual_seed(123)) * 3
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n_classes).repeat_interleave(n_per_class)
+    x = centres[labels] + spread * torch.randn(len(labels), dim, generator=g)
+    return x, labels
+
+
+def _encoder():
+    return build_model(backbone="small", in_channels=1, width=4, projector_hidden_dim=8, projector_out_dim=4)
+
+
+# --------------------------------------------------------------------------- frozen encoder
+def test_assert_frozen_catches_trainable_parameters_and_train_mode():
+    model = _encoder()
+    with pytest.raises(RuntimeError, match="require grad"):
+        assert_frozen(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(RuntimeError, match="eval mode"):
+        assert_frozen(model)  # BatchNorm still in train mode
+    model.eval()
+    model.backbone.features[1].train()  # one BN layer back in train mode is enough to fail
+    with pytest.raises(RuntimeError, match="eval mode"):
+        assert_frozen(model)
+    freeze(model)
+    assert_frozen(model)
+
+
+def test_extract_features_refuses_unfrozen_encoder_and_leaves_bn_stats_untouched():
+    model = _encoder()
+    images = torch.randint(0, 256, (10, 1, 8, 8), dtype=torch.uint8)
+    with pytest.raises(RuntimeError, match="not frozen"):
+        extract_features(model.backbone, images, mean=(0.5,), std=(0.25,))
+    freeze(model)
+    stats = {k: v.clone() for k, v in model.state_dict().items()}
+    f1 = extract_features(model.backbone, images, mean=(0.5,), std=(0.25,), batch_size=3)
+    f2 = extract_features(model.backbone, images, mean=(0.5,), std=(0.25,), batch_size=10)
+    assert f1.shape == (10, model.backbone.feat_dim)
+    torch.testing.assert_close(f1, f2, rtol=1e-5, atol=1e-6)  # eval mode: batch composition is irrelevant
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, stats[k]), k
+    # normalisation is applied: equal to calling the encoder on normalised floats
+    x = (images.float() / 255 - 0.5) / 0.25
+    torch.testing.assert_close(f1, model.backbone(x), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- linear probe
+def test_logistic_regression_matches_sklearn():
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = _blobs(spread=3.0)
+    x = x.double()  # sklearn fits float32 input in float32: compare both in float64
+    n, wd = len(y), 1e-2
+    clf = fit_logistic_regression(x, y, 4, weight_decay=wd, max_iter=500, tol=1e-9)
+    ref = LogisticRegression(C=1.0 / (n * wd), tol=1e-12, max_iter=10000).fit(x.numpy(), y.numpy())
+    ours = torch.softmax(clf(x), 1).detach().numpy()
+    np.testing.assert_allclose(ours, ref.predict_proba(x.numpy()), atol=1e-5)
+
+
+def test_stratified_split_is_seeded_and_per_class():
+    y = torch.arange(5).repeat_interleave(20)
+    fit, val = stratified_split_indices(y, 0.25, seed=3)
+    assert len(val) == 25 and torch.bincount(y[val]).tolist() == [5] * 5
+    assert set(fit.tolist()).isdisjoint(val.tolist()) and len(fit) + len(val) == 100
+    fit2, val2 = stratified_split_indices(y, 0.25, seed=3)
+    assert torch.equal(val, val2)
+
+
+def test_linear_probe_selects_on_validation_never_on_test():
+    x, y = _blobs(n_per_class=50, spread=2.5)
+    xt, yt = _blobs(n_per_class=30, spread=2.5, seed=1)
+    wds = (0.0, 1e-3, 1e-1, 10.0)
+    r = linear_probe(x, y, xt, yt, weight_decays=wds, val_fraction=0.2, seed=0)
+    assert set(r.val_accuracy) == set(wds)
+    assert r.weight_decay == max(r.val_accuracy, key=lambda w: (r.val_accuracy[w], w))
+    assert r.test_accuracy > 0.8
+    # Scrambling the test labels changes the reported test accuracy but not the selection.
+    scrambled = linear_probe(x, y, xt, yt[torch.randperm(len(yt))], weight_decays=wds, val_fraction=0.2, seed=0)
+    assert scrambled.weight_decay == r.weight_decay and scrambled.val_accuracy == r.val_accuracy
+    assert scrambled.test_accuracy < r.test_accuracy
+    # the returned probe is the final refitted model: its accuracy method reproduces the test figure
+    assert r.accuracy(xt, yt) == pytest.approx(r.test_accuracy)
+
+
+# --------------------------------------------------------------------------- kNN
+def _knn_loop(bank, bank_y, queries, k, tau, n_classes):
+    preds = []
+    for q in queries:
+        sims = [float(torch.dot(q / q.norm(), b / b.norm())) for b in bank]
+        top = sorted(range(len(sims)), key=lambda j: -sims[j])[:k]
+        scores = [0.0] * n_classes
+        for j in top:
+            scores[int(bank_y[j])] += math.exp(sims[j] / tau)
+        preds.append(max(range(n_classes), key=lambda c: scores[c]))
+    return torch.tensor(preds)
+
+
+def test_knn_matches_formula_loop():
+    x, y = _blobs(n_per_class=15, spread=4.0)
+    q, _ = _blobs(n_per_class=5, spread=4.0, seed=2)
+    for k, tau in [(1, 0.07), (7, 0.07), (20, 0.5)]:
+        ours = knn_predict(x, y, q, k=k, temperature=tau, batch_size=7)
+        assert torch.equal(ours, _knn_loop(x, y, q, k, tau, 4))
+
+
+def test_knn_separable_and_k_capped():
+    x, y = _blobs(n_per_class=10, spread=0.1)
+    assert knn_accuracy(x, y, x, y, k=1000) == 1.0  # k capped at the bank size; weights keep it right
+    with pytest.raises(ValueError, match="temperature"):
+        knn_predict(x, y, x, temperature=0.0)
+
+
+# --------------------------------------------------------------------------- alignment / uniformity
+def test_alignment_and_uniformity_formulas():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(50, 6, generator=g)
+    assert alignment(z, 3.0 * z) == pytest.approx(0.0, abs=1e-12)  # scale-invariant (normalised)
+    z2 = z + 0.3 * torch.randn(50, 6, generator=g)
+    z, z2 = z.double(), z2.double()
+    zn, z2n = z / z.norm(dim=1, keepdim=True), z2 / z2.norm(dim=1, keepdim=True)
+    assert alignment(z, z2) == pytest.approx(float(((zn - z2n).norm(dim=1) ** 2).mean()), rel=1e-6)
+    naive = math.log(float(torch.exp(-2.0 * torch.pdist(zn.double()) ** 2).mean()))
+    assert uniformity(z) == pytest.approx(naive, rel=1e-9)
+    assert uniformity(z, block=7) == pytest.approx(naive, rel=1e-9)  # block size is irrelevant
+    collapsed = torch.ones(10, 6)
+    assert uniformity(collapsed) == pytest.approx(0.0, abs=1e-9)  # all at one point: log 1
+    assert uniformity(z) < -1.0
