@@ -1,0 +1,227 @@
+"""The ``gca`` command line (console script and ``python -m gca``).
+
+::
+
+    gca pretrain --method gca-uot --dataset digits --profile smoke --out runs/smoke
+    gca pretrain --resume --out runs/smoke             # continue a killed run
+    gca evaluate runs/smoke                            # linear probe, kNN, alignment/uniformity
+    gca config --profile paper --method gca-ince       # print the resolved configuration
+    gca profiles                                       # what each profile sets
+    gca data list | gca data fetch cifar10 | gca data prepare cifar10
+
+Options of the run configuration (:mod:`gca.config`) are set with dotted overrides, either as
+``--set train.epochs=5`` or as bare ``train.epochs=5`` arguments; the common ones also have flags
+(``--epochs``, ``--batch-size``, ``--lr``, ``--seed``, ``--data-dir``, ``--device``). Unknown options
+and invalid values exit with status 2 and a message naming them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _add_config_options(p: argparse.ArgumentParser, *, with_out: bool) -> None:
+    from gca.config import METHODS, PROFILES
+
+    p.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                   help="configuration profile (default: smoke; with --resume: the run's own config)")
+    p.add_argument("--method", choices=METHODS, default=None, help="pretraining method (loss name or byol)")
+    p.add_argument("--dataset", default=None, help="dataset name (see 'gca data list')")
+    p.add_argument("--data-dir", default=None, help="data root (default: $GCA_DATA_DIR, else ./data)")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--epochs", type=int, default=None, help="= train.epochs")
+    p.add_argument("--batch-size", type=int, default=None, help="= train.batch_size (global batch)")
+    p.add_argument("--lr", type=float, default=None, help="= optim.lr")
+    p.add_argument("--seed", type=int, default=None, help="= train.seed")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any option, e.g. --set loss.hparams.epsilon=0.3 (repeatable)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="more overrides, e.g. train.epochs=5")
+    if with_out:
+        p.add_argument("--out", required=True, help="run directory to create (or to resume)")
+        p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gca", description="Generalised Contrastive Alignment: pretraining, "
+                                     "evaluation and data (see 'gca COMMAND --help').")
+    from gca import __version__
+
+    parser.add_argument("--version", action="version", version=f"gca {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("pretrain", help="pretrain an encoder; writes a run directory")
+    _add_config_options(p, with_out=True)
+
+    p = sub.add_parser("evaluate", help="frozen linear probe, kNN, alignment/uniformity of a run")
+    p.add_argument("run_dir", help="a run directory written by 'gca pretrain'")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--data-dir", default=None, help="data root (default: the run's, else $GCA_DATA_DIR, ./data)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="eval.* overrides, e.g. --set eval.knn_k=20 --set eval.corruptions=gaussian_noise,contrast")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="more eval.* overrides")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("config", help="print the resolved configuration as JSON")
+    _add_config_options(p, with_out=False)
+
+    sub.add_parser("profiles", help="list the profiles and what they change")
+
+    p = sub.add_parser("data", help="list, fetch or prepare datasets")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    q = dsub.add_parser("list", help="datasets, their files and whether they are present")
+    q.add_argument("--data-dir", default=None)
+    q = dsub.add_parser("fetch", help="download the official files and verify their checksums")
+    q.add_argument("name")
+    q.add_argument("--data-dir", default=None)
+    q.add_argument("--timeout", type=float, default=10.0, help="seconds before a connection attempt fails")
+    q = dsub.add_parser("prepare", help="write cifar10 from the offline JPEG copy (shared/data/cifar10)")
+    q.add_argument("name", choices=["cifar10"])
+    q.add_argument("--data-dir", default=None)
+    q.add_argument("--force", action="store_true")
+    return parser
+
+
+def _overrides(args) -> list[str]:
+    items = list(args.sets) + list(args.overrides)
+    for item in items:
+        if "=" not in item:
+            raise _UsageError(f"override {item!r} must look like KEY=VALUE (e.g. train.epochs=5)")
+    flags = {
+        "data.data_dir": getattr(args, "data_dir", None), "train.device": getattr(args, "device", None),
+        "train.epochs": getattr(args, "epochs", None), "train.batch_size": getattr(args, "batch_size", None),
+        "optim.lr": getattr(args, "lr", None), "train.seed": getattr(args, "seed", None),
+    }
+    return [f"{k}={v}" for k, v in flags.items() if v is not None] + items
+
+
+def _resolve(args):
+    from gca.config import resolve_config
+
+    return resolve_config(args.profile or "smoke", method=args.method, dataset=args.dataset,
+                          overrides=_overrides(args))
+
+
+def _cmd_pretrain(args) -> int:
+    from gca.config import apply_overrides, config_from_dict, validate_config
+    from gca.train import CONFIG_NAME, pretrain
+
+    out = Path(args.out)
+    if args.resume and (out / CONFIG_NAME).is_file():
+        config = config_from_dict(json.loads((out / CONFIG_NAME).read_text()))
+        given = [n for n in ("profile", "method", "dataset") if getattr(args, n) is not None]
+        if given:
+            raise _UsageError(f"--resume continues the run's own configuration; drop {', '.join('--' + g for g in given)} "
+                              "(only --device and train.threads / train.log_every may change)")
+        config = apply_overrides(config, _overrides(args))
+        validate_config(config)
+    else:
+        config = _resolve(args)
+    start = time.perf_counter()
+    result = pretrain(config, out, resume=args.resume, progress=not args.no_progress)
+    last = result.epochs[-1] if result.epochs else {}
+    print(json.dumps({"run_dir": str(result.run_dir), "method": config.loss.method, "epochs": config.train.epochs,
+                      "final_loss": last.get("loss"), "seconds": round(time.perf_counter() - start, 2),
+                      "resumed_from_epoch": result.resumed_from_epoch}))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from gca.eval import evaluate_run
+
+    overrides = list(args.sets) + list(args.overrides)
+    for item in overrides:
+        if "=" not in item:
+            raise _UsageError(f"override {item!r} must look like KEY=VALUE (e.g. eval.knn_k=20)")
+    if args.data_dir is not None:
+        overrides.append(f"data.data_dir={args.data_dir}")
+    start = time.perf_counter()
+    metrics = evaluate_run(args.run_dir, device=args.device, overrides=overrides, progress=not args.no_progress)
+    keys = ("linear_accuracy", "knn_accuracy", "alignment", "uniformity", "domain_accuracy",
+            "corrupted_linear_accuracy_mean")
+    summary = {k: metrics[k] for k in keys if k in metrics}
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    summary["written"] = str(Path(args.run_dir) / "eval.json")
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_config(args) -> int:
+    from gca.config import config_to_dict, run_config_hash
+
+    config = _resolve(args)
+    print(json.dumps({"config": config_to_dict(config), "config_hash": run_config_hash(config)}, indent=2))
+    return 0
+
+
+def _cmd_profiles(args) -> int:
+    from gca.config import PROFILES
+
+    for name, values in PROFILES.items():
+        print(f"{name}:")
+        if not values:
+            print("  (the defaults: the paper's configuration, see 'gca config --profile paper')")
+        for k, v in values.items():
+            print(f"  {k} = {v}")
+    return 0
+
+
+def _cmd_data(args) -> int:
+    from gca import data as gdata
+
+    if args.data_command == "list":
+        root = gdata.resolve_data_dir(args.data_dir)
+        available = getattr(gdata, "is_available", None)
+        print(f"data root: {root}")
+        for name, info in gdata.DATASETS.items():
+            how = "embedded" if info.embedded else ("fetchable" if info.resources else "manual download")
+            status = ""
+            if available is not None:
+                status = "present" if available(name, data_dir=root) else "absent"
+            print(f"  {name:<22} {status:<8} {how:<16} {info.location}")
+        return 0
+    if args.data_command == "fetch":
+        root = gdata.fetch(args.name, data_dir=args.data_dir, timeout=args.timeout)
+        print(f"{args.name}: ready under {root}")
+        return 0
+    if args.data_command == "prepare":
+        root = gdata.prepare_offline_cifar10(args.data_dir, force=args.force)
+        print(f"cifar10 (JPEG copy): ready under {root / 'cifar-10-batches-py'}")
+        return 0
+    raise _UsageError(f"unknown data action {args.data_command!r}")  # pragma: no cover
+
+
+_COMMANDS = {"pretrain": _cmd_pretrain, "evaluate": _cmd_evaluate, "config": _cmd_config,
+             "profiles": _cmd_profiles, "data": _cmd_data}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 1 runtime failure, 2 usage / input error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except _UsageError as exc:
+        parser.error(str(exc))
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
+        print(f"gca {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, FloatingPointError, OSError) as exc:
+        print(f"gca {args.command}: failed: {exc}", file=sys.stderr)
+        return 1
+    return 0  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
