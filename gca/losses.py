@@ -225,7 +225,7 @@ class Alignment:
 
     The plan is stored as potentials: :math:`P = \exp((f \oplus g - C)/\varepsilon)`, and the plan
     before the last column step :math:`P^{(2T-1)} = \exp((f \oplus g_{prev} - C)/\varepsilon)`.
-    Dense matrices (``plan``, ``kernel``, ``target_plan``) are built on access.
+    Dense matrices (``cost``, ``kernel``, ``plan``, ``target_plan``) are built on access.
 
     Attributes
     ----------
@@ -235,23 +235,26 @@ class Alignment:
         Each anchor's contribution; ``loss = per_anchor.mean()``.
     terms : dict[str, Tensor]
         Unweighted scalar components (``"kl"``, ``"rince"``, ``"uniformity"`` where present).
-    cost : Tensor, shape ``(N, N)``
-        ``C`` with ``+inf`` on excluded self-pairs (joint layout).
+    log_kernel : Tensor, shape ``(N, N)``
+        ``−C/ε`` (``-inf`` on excluded self-pairs of the joint layout).
     f, g, g_prev : Tensor, shapes ``(N,)``
-        Potentials (``ε log u``, ``ε log v``, ``ε log v`` before the last row step).
+        Potentials (``ε log u``, ``ε log v``, and ``ε log v`` before the last row step; ``g = g_prev
+        = 0`` for the single row projection).
     epsilon : float
     layout : str
     positives : Tensor, shape ``(N,)``, int64 — :math:`\pi(i)`.
     target : Tensor or None, shape ``(N, N)`` — the custom target (rows sum to 1), None for Π.
     constraint : str — ``"rows"``, ``"balanced"`` or ``"unbalanced"``.
     n_iter : int — iterations run (0 for the single row projection).
-    solver : object or None — the :class:`gca.ot.SinkhornResult` (convergence diagnostics).
+    solver : :class:`gca.ot.SinkhornResult` or None
+        Diagnostics of the solve. The solver is run on the equivalent dimensionless problem
+        (cost ``C/ε``, regulariser 1, ``ρ/ε``), so its potentials are ``f/ε, g/ε``.
     """
 
     loss: Tensor
     per_anchor: Tensor
     terms: dict
-    cost: Tensor
+    log_kernel: Tensor
     f: Tensor
     g: Tensor
     g_prev: Tensor
@@ -264,19 +267,26 @@ class Alignment:
     solver: object = field(default=None, repr=False)
 
     @property
+    def cost(self) -> Tensor:
+        """``C``, shape ``(N, N)``, ``+inf`` on excluded self-pairs."""
+        return -self.epsilon * self.log_kernel
+
+    @property
     def kernel(self) -> Tensor:
         """``K = exp(-C/ε)``, shape ``(N, N)`` (zero on excluded self-pairs)."""
-        return torch.exp(-self.cost / self.epsilon)
+        return torch.exp(self.log_kernel)
 
     @property
     def plan(self) -> Tensor:
         """The final plan ``exp((f ⊕ g − C)/ε)``, shape ``(N, N)`` (``P⁽¹⁾`` for row-only losses)."""
-        return torch.exp((self.f[:, None] + self.g[None, :] - self.cost) / self.epsilon)
+        e = self.epsilon
+        return torch.exp(self.f[:, None] / e + self.g[None, :] / e + self.log_kernel)
 
     @property
     def plan_before_column_step(self) -> Tensor:
         """``P⁽²ᵀ⁻¹⁾ = exp((f ⊕ g_prev − C)/ε)``, the plan after the last row step."""
-        return torch.exp((self.f[:, None] + self.g_prev[None, :] - self.cost) / self.epsilon)
+        e = self.epsilon
+        return torch.exp(self.f[:, None] / e + self.g_prev[None, :] / e + self.log_kernel)
 
     @property
     def target_plan(self) -> Tensor:
@@ -284,38 +294,67 @@ class Alignment:
         if self.target is not None:
             return self.target
         n = self.positives.numel()
-        out = torch.zeros(n, n, dtype=self.cost.dtype, device=self.cost.device)
+        out = torch.zeros(n, n, dtype=self.log_kernel.dtype, device=self.log_kernel.device)
         out[torch.arange(n, device=out.device), self.positives] = 1.0
         return out
 
-    def marginal_errors(self) -> tuple[float, float]:
-        """Max absolute deviation of the plan's row / column sums from their mean-free targets
-        (useful with balanced plans: both near 0 at convergence)."""
+    def marginals(self) -> tuple[Tensor, Tensor]:
+        """Row and column sums of the final plan, shapes ``(N,)`` (no gradient)."""
         with torch.no_grad():
             p = self.plan
-            rows, cols = p.sum(1), p.sum(0)
-            return float((rows - rows.mean()).abs().max()), float((cols - cols.mean()).abs().max())
+            return p.sum(1), p.sum(0)
 
 
-def _similarity_cost(z1: Tensor, z2: Tensor, layout: str, cost: str):
-    """Normalised embeddings → (cost with +inf on excluded pairs, positive-pair cost (N,), π)."""
+class _ScaledCost:
+    """The dimensionless cost ``Ĉ = C/ε`` or its negation ``−Ĉ = log K``, whichever was built
+    (one matmul, the scaling folded into the small factor); the other is formed on demand."""
+
+    def __init__(self, value: Tensor, is_log_kernel: bool):
+        self._c = None if is_log_kernel else value
+        self._lk = value if is_log_kernel else None
+
+    @property
+    def c(self) -> Tensor:
+        if self._c is None:
+            self._c = -self._lk
+        return self._c
+
+    @property
+    def log_kernel(self) -> Tensor:
+        if self._lk is None:
+            self._lk = -self._c
+        return self._lk
+
+
+def _scaled_similarity(z1: Tensor, z2: Tensor, layout: str, cost: str, epsilon: float,
+                       as_log_kernel: bool):
+    r"""Normalised embeddings → (``Ĉ = C/ε`` or ``log K = −Ĉ`` with excluded self-pairs,
+    ``Ĉ_iπ(i)`` of shape ``(N,)``, ``π``).
+
+    ``C = −S`` (``"neg_cosine"``) or ``1 − S`` (``"cosine_distance"``), ``S`` the cosine
+    similarities of the layout (paper §2)."""
     n1, n2 = z1.norm(dim=1), z2.norm(dim=1)
     _check_finite_norms(n1, n2)
     h1, h2 = z1 / n1[:, None], z2 / n2[:, None]
     batch = z1.shape[0]
-    offset = 1.0 if cost == "cosine_distance" else 0.0
-    pos_sim = (h1 * h2).sum(dim=1)  # <ẑ1_i, ẑ2_i>, O(Bd), avoids gathering from the N×N cost
+    offset = 1.0 / epsilon if cost == "cosine_distance" else 0.0  # C/ε = offset − S/ε
+    sign = 1.0 if as_log_kernel else -1.0  # log K = S/ε − offset ; Ĉ = offset − S/ε
+    pos_sim = (h1 * h2).sum(dim=1)  # <ẑ1_i, ẑ2_i>, O(Bd): no gather from the N × N matrix
+    pos_hat = offset - pos_sim / epsilon
     if layout == "cross":
-        sim = h1 @ h2.T
-        pos = offset - pos_sim
-        c = offset - sim
+        left, right = h1, h2
     else:
-        z = torch.cat([h1, h2])
-        sim = z @ z.T
-        pos = offset - torch.cat([pos_sim, pos_sim])
-        c = (offset - sim).fill_diagonal_(math.inf)  # self-pairs excluded: K_ii = 0
+        left = right = torch.cat([h1, h2])
+        pos_hat = torch.cat([pos_hat, pos_hat])
+    scaled_left = left * (sign / epsilon)
+    if offset:
+        mat = torch.addmm(left.new_tensor(-sign * offset), scaled_left, right.T)
+    else:
+        mat = scaled_left @ right.T
+    if layout == "joint":
+        mat = mat.fill_diagonal_(-math.inf if as_log_kernel else math.inf)  # self-pairs: K_ii = 0
     pi = _plans.positive_index(batch, layout, device=z1.device)
-    return c, pos, pi
+    return _ScaledCost(mat, as_log_kernel), pos_hat, pi
 
 
 def _resolve_target(target: TargetLike, batch: int, layout: str, ref: Tensor) -> Optional[Tensor]:
@@ -330,52 +369,54 @@ def _resolve_target(target: TargetLike, batch: int, layout: str, ref: Tensor) ->
     return target.to(device=ref.device, dtype=ref.dtype)
 
 
-def _row_projection(cost: Tensor, epsilon: float, log_mu: float):
-    """One KL projection of K onto the row constraint (Bregman half-step, paper §2).
+def _solve(cost: _ScaledCost, *, epsilon: float, constraint: str, n_iter: int, rho, mass: str,
+           grad: str):
+    """Dimensionless potentials ``(f/ε, g/ε, g_prev/ε, solver result)`` of the constraint set.
 
-    ``f = ε log μ − ε logsumexp_j(−C_ij/ε)``; ``g = g_prev = 0`` (``v⁽⁰⁾ = 1``)."""
-    f = epsilon * log_mu - epsilon * torch.logsumexp(-cost / epsilon, dim=1)
-    zeros = torch.zeros(cost.shape[1], dtype=cost.dtype, device=cost.device)
-    return f, zeros, zeros, None
-
-
-def _solve(cost: Tensor, *, epsilon: float, constraint: str, n_iter: int, rho, mass: str, grad: str):
-    n = cost.shape[0]
+    Entropic OT with ``(C, ε, ρ)`` is the problem ``(C/ε, 1, ρ/ε)`` with potentials divided by
+    ``ε`` (same iterates, same plan), so the solver receives ``Ĉ = C/ε`` directly — built by one
+    matmul — and never divides an ``N × N`` matrix by ``ε``."""
+    ref = cost._lk if cost._lk is not None else cost._c
+    n = ref.shape[0]
     log_mu = -math.log(n) if mass == "probability" else 0.0
     if constraint == "rows":
-        return _row_projection(cost, epsilon, log_mu)
-    from . import ot  # imported lazily: row-only losses do not need the solver module
+        # one KL projection of K onto the rows (Bregman half-step, paper §2), v⁽⁰⁾ = 1:
+        # f/ε = log μ − logsumexp_j(−Ĉ_ij) ; g = g_prev = 0
+        fh = log_mu - torch.logsumexp(cost.log_kernel, dim=1)
+        zeros = torch.zeros(n, dtype=ref.dtype, device=ref.device)
+        return fh, zeros, zeros, None
+    from . import ot  # lazily: the row-only losses do not need the solver module
 
-    a = torch.full((n,), math.exp(log_mu), dtype=cost.dtype, device=cost.device)
+    a = torch.full((n,), math.exp(log_mu), dtype=ref.dtype, device=ref.device)
     if constraint == "balanced":
-        res = ot.sinkhorn(cost, a, a, epsilon=epsilon, max_iter=n_iter, tol=0.0, grad=grad)
+        res = ot.sinkhorn(cost.c, a, a, epsilon=1.0, max_iter=n_iter, tol=0.0, grad=grad)
     else:
-        res = ot.sinkhorn_unbalanced(cost, a, a, epsilon=epsilon, rho=rho, max_iter=n_iter,
-                                     tol=0.0, grad=grad)
+        res = ot.sinkhorn_unbalanced(cost.c, a, a, epsilon=1.0, rho=(rho[0] / epsilon, rho[1] / epsilon),
+                                     max_iter=n_iter, tol=0.0, grad=grad)
     return res.f, res.g, res.g_prev, res
 
 
-def _log_positive_weight(cost, pos_cost, h, pi, target, epsilon):
-    r"""``b_i = log Σ_j T_ij K_ij e^{h_j/ε}``; for Π this is ``(h_π(i) − C_iπ(i))/ε``."""
+def _log_positive_weight(cost: _ScaledCost, pos_hat, h, pi, target):
+    r"""``b_i = log Σ_j T_ij K_ij e^{h_j}`` (dimensionless ``h``); for Π: ``h_π(i) − Ĉ_iπ(i)``."""
     if target is None:
-        return (h[pi] - pos_cost) / epsilon
-    log_t = torch.log(target)  # -inf off the target's support
-    return torch.logsumexp(log_t + (h[None, :] - cost) / epsilon, dim=1)
+        return h[pi] - pos_hat
+    return torch.logsumexp(torch.log(target) + h[None, :] + cost.log_kernel, dim=1)
 
 
-def _target_log_term(cost, pos_cost, h, pi, target, epsilon):
-    r"""``Σ_j T_ij (h_j − C_ij)/ε − Σ_j T_ij log T_ij`` (the target-dependent part of
-    ``−KL(T‖·)`` per row); for Π: ``(h_π(i) − C_iπ(i))/ε``."""
+def _target_log_term(cost: _ScaledCost, pos_hat, h, pi, target):
+    r"""``Σ_j T_ij (h_j − Ĉ_ij) − Σ_j T_ij log T_ij`` (dimensionless ``h``): the target-dependent
+    part of ``−KL(T_i·‖·)``; for Π: ``h_π(i) − Ĉ_iπ(i)``."""
     if target is None:
-        return (h[pi] - pos_cost) / epsilon
-    finite_cost = torch.where(target > 0, cost, torch.zeros_like(cost))  # T_ii = 0 meets C_ii = inf
+        return h[pi] - pos_hat
+    c = cost.c
+    finite_c = torch.where(target > 0, c, torch.zeros_like(c))  # T_ii = 0 meets Ĉ_ii = inf
     ent = torch.special.xlogy(target, target).sum(dim=1)
-    return (target @ h - (target * finite_cost).sum(dim=1)) / epsilon - ent
+    return target @ h - (target * finite_c).sum(dim=1) - ent
 
 
-def _rince_term(a: Tensor, b: Tensor, q: float, epsilon: float) -> Tensor:
-    r"""Per-anchor ``(e^{q a_i} − e^{q b_i})/q`` (a: log of λ/u_i, b: log positive weight), as a
-    factored pair ``(per-anchor values scaled by e^{-M}, M)`` so that large values stay exact.
+def _rince_term(a: Tensor, b: Tensor, q: float):
+    r"""Per-anchor ``(e^{q a_i} − e^{q b_i})/q`` (a: log of λ/u_i, b: log positive weight), as
+    ``(values scaled by e^{-M}, M)`` so that large values stay exact.
 
     ``e^{q a} − e^{q b} = e^{q m}·w`` with ``m = max(a, b)``, ``d = a − b``,
     ``w = expm1(−q·relu(−d)) − expm1(−q·relu(d)) ∈ (−1, 1)``: no cancellation as ``q → 0``.
@@ -392,8 +433,9 @@ def _finish_rince(scaled: Tensor, big: Tensor, q: float, epsilon: float) -> tupl
     mean_scaled = scaled.mean()
     dtype = scaled.dtype
     log_max = math.log(torch.finfo(dtype).max)
-    magnitude = float(big) + math.log(max(float(mean_scaled.detach().abs()), 1e-300))
-    if not math.isfinite(float(big)) or magnitude > log_max - 1.0:
+    big_v, mean_v = (float(x) for x in torch.stack([big, mean_scaled.detach()]).tolist())
+    magnitude = big_v + math.log(max(abs(mean_v), 1e-300))
+    if not math.isfinite(big_v) or magnitude > log_max - 1.0:
         raise AlignmentOverflowError(
             f"the RINCE-type term does not fit {dtype}: its value is about e^{magnitude:.0f} > "
             f"e^{log_max:.0f}. It grows like e^(q/epsilon) with q={q:g}, epsilon={epsilon:g}; "
@@ -436,7 +478,8 @@ def alignment(
     projections, :math:`\ell^{KL}_i = \mathrm{KL}(T_{i\cdot} \| P_{i\cdot})` restricted to the target
     (``-log P_iπ(i)`` for Π; the row-renormalised plan if ``kl_on_rows``),
     :math:`\ell^R_i = [-(\sum_j T_{ij} K_{ij} e^{h_j/\varepsilon})^q + (\lambda/u_i)^q]/q` (the
-    RINCE-type term with ``h = g_prev`` or ``g``), and ``Q`` the IOT-uni reference (see
+    RINCE-type term with ``h = g_prev`` or ``g``; for Π the first sum is
+    :math:`K_{i\pi(i)} e^{h_{\pi(i)}/\varepsilon}`), and ``Q`` the IOT-uni reference (see
     :func:`iot_uni_loss`). The named losses below are configurations of this function.
 
     Parameters
@@ -508,47 +551,48 @@ def alignment(
     with torch.autocast(device_type=device_type, enabled=False):
         if z1.dtype in (torch.float16, torch.bfloat16):
             z1, z2 = z1.float(), z2.float()
-        c, pos_cost, pi = _similarity_cost(z1, z2, layout, cost)
-        tgt = _resolve_target(target, batch, layout, c)
-        steps = 1 if constraint == "rows" else n_iter
-        f, g, g_prev, solver = _solve(c, epsilon=epsilon, constraint=constraint, n_iter=steps,
-                                      rho=rho, mass=mass, grad=grad)
+        rows_only = constraint == "rows"
+        c, pos_hat, pi = _scaled_similarity(z1, z2, layout, cost, epsilon, as_log_kernel=rows_only)
+        ref = c._lk if rows_only else c._c
+        tgt = _resolve_target(target, batch, layout, ref)
+        fh, gh, gph, solver = _solve(c, epsilon=epsilon, constraint=constraint,
+                                     n_iter=1 if rows_only else n_iter, rho=rho, mass=mass, grad=grad)
 
-        per_anchor = torch.zeros_like(f)
+        per_anchor = torch.zeros_like(fh)
         terms: dict[str, Tensor] = {}
-        loss = f.new_zeros(())
+        loss = fh.new_zeros(())
         if kl_weight > 0:
             # −log P_iπ = −(f_i + g_π − C_iπ)/ε ; on rows: −log(P_iπ / Σ_j P_ij), f cancels
             if kl_on_rows:
-                row_lse = torch.logsumexp((g[None, :] - c) / epsilon, dim=1)
-                kl_i = row_lse - _target_log_term(c, pos_cost, g, pi, tgt, epsilon)
+                row_lse = torch.logsumexp(gh[None, :] - c.c, dim=1)
+                kl_i = row_lse - _target_log_term(c, pos_hat, gh, pi, tgt)
             else:
-                kl_i = -f / epsilon - _target_log_term(c, pos_cost, g, pi, tgt, epsilon)
+                kl_i = -fh - _target_log_term(c, pos_hat, gh, pi, tgt)
             terms["kl"] = kl_i.mean()
             loss = loss + kl_weight * terms["kl"]
             per_anchor = per_anchor + kl_weight * kl_i
         if rince_weight > 0:
-            h = g_prev if rince_potential == "g_prev" else g
-            a = (math.log(lam) if lam > 0 else -math.inf) - f / epsilon  # log(λ / u_i)
-            b = _log_positive_weight(c, pos_cost, h, pi, tgt, epsilon)
-            scaled, big = _rince_term(a, b, q, epsilon)
+            h = gph if rince_potential == "g_prev" else gh
+            a = (math.log(lam) if lam > 0 else -math.inf) - fh  # log(λ / u_i)
+            b = _log_positive_weight(c, pos_hat, h, pi, tgt)
+            scaled, big = _rince_term(a, b, q)
             terms["rince"], rince_i = _finish_rince(scaled, big, q, epsilon)
             loss = loss + rince_weight * terms["rince"]
             per_anchor = per_anchor + rince_weight * rince_i
         if uniformity_weight > 0:
-            terms["uniformity"], uni_i = _uniformity(c, f, g, pi, epsilon, layout)
+            terms["uniformity"], uni_i = _uniformity(c.c, fh, gh, pi, layout)
             loss = loss + uniformity_weight * terms["uniformity"]
             per_anchor = per_anchor + uniformity_weight * uni_i
 
-    return Alignment(loss=loss, per_anchor=per_anchor, terms=terms, cost=c, f=f, g=g,
-                     g_prev=g_prev, epsilon=epsilon, layout=layout, positives=pi, target=tgt,
-                     constraint=constraint, n_iter=0 if constraint == "rows" else n_iter,
-                     solver=solver)
+    return Alignment(loss=loss, per_anchor=per_anchor, terms=terms, log_kernel=c.log_kernel,
+                     f=fh * epsilon, g=gh * epsilon, g_prev=gph * epsilon, epsilon=epsilon,
+                     layout=layout, positives=pi, target=tgt, constraint=constraint,
+                     n_iter=0 if rows_only else n_iter, solver=solver)
 
 
-def _uniformity(c: Tensor, f: Tensor, g: Tensor, pi: Tensor, epsilon: float, layout: str):
-    r"""IOT-uni's ``KL(P‖Q)/N``: ``Q = P`` on the positives, the mean off-positive entry
-    :math:`\bar p` elsewhere (self-pairs excluded).
+def _uniformity(c: Tensor, fh: Tensor, gh: Tensor, pi: Tensor, layout: str):
+    r"""IOT-uni's ``KL(P‖Q)/N`` (dimensionless potentials, ``c = C/ε``): ``Q = P`` on the
+    positives, the mean off-positive entry :math:`\bar p` elsewhere (self-pairs excluded).
 
     ``KL(P‖Q) = Σ_off [P log(P/p̄) − P + p̄] = Σ_off P log(P/p̄)`` (the mass terms cancel because
     ``p̄`` is the mean of ``P`` over the same entries)."""
@@ -558,11 +602,12 @@ def _uniformity(c: Tensor, f: Tensor, g: Tensor, pi: Tensor, epsilon: float, lay
     if layout == "joint":
         keep.fill_diagonal_(0.0)
     finite_c = torch.where(keep > 0, c, torch.zeros_like(c))  # no inf·0 in the gradient
-    log_p = (f[:, None] + g[None, :] - finite_c) / epsilon
+    log_p = fh[:, None] + gh[None, :] - finite_c
     p = torch.exp(log_p) * keep
-    count = keep.sum()
-    p_bar = p.sum() / count
-    per_row = (p * log_p).sum(dim=1) - p.sum(dim=1) * torch.log(p_bar)
+    # log p̄ by logsumexp: p̄ may underflow at small ε while P log(P/p̄) stays finite
+    log_p_bar = torch.logsumexp(log_p.masked_fill(keep == 0, -math.inf).flatten(), dim=0) \
+        - math.log(float(keep.sum()))
+    per_row = (p * (log_p - log_p_bar)).sum(dim=1)
     return per_row.mean(), per_row
 
 
