@@ -207,9 +207,12 @@ def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int | tuple[int, in
     tx, ty = (2 * left + w) / W - 1, (2 * top + h) / H - 1
     if flip is not None:
         sx = torch.where(flip.to(x.device), -sx, sx)
-    zero = torch.zeros_like(sx)
-    theta = torch.stack([torch.stack([sx, zero, tx], 1), torch.stack([zero, sy, ty], 1)], 1)
-    grid = F.affine_grid(theta, [B, x.shape[1], oh, ow], align_corners=False)
+    # normalised output coordinates (pixel centres, align_corners=False) mapped affinely per image
+    ox = (torch.arange(ow, device=x.device, dtype=torch.float32) * 2 + 1) / ow - 1
+    oy = (torch.arange(oh, device=x.device, dtype=torch.float32) * 2 + 1) / oh - 1
+    gx = (sx[:, None] * ox[None, :] + tx[:, None])[:, None, :].expand(B, oh, ow)
+    gy = (sy[:, None] * oy[None, :] + ty[:, None])[:, :, None].expand(B, oh, ow)
+    grid = torch.stack([gx, gy], -1)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -253,36 +256,29 @@ def adjust_saturation(x: torch.Tensor, factor) -> torch.Tensor:
 def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
     """RGB in [0, 1] (B, 3, H, W) → HSV in [0, 1] (hue as a fraction of a turn; h = s = 0 for greys)."""
     r, g, b = x.unbind(1)
-    maxc, _ = x.max(1)
-    minc, _ = x.min(1)
+    maxc = x.amax(1)
+    minc = x.amin(1)
     delta = maxc - minc
     grey = delta == 0
     s = delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc))
     d = torch.where(grey, torch.ones_like(delta), delta)
-    rc, gc, bc = (maxc - r) / d, (maxc - g) / d, (maxc - b) / d
-    is_r = maxc == r
-    is_g = (maxc == g) & ~is_r
-    h = torch.where(is_r, bc - gc, torch.where(is_g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(maxc == r, (g - b) / d, torch.where(maxc == g, 2.0 + (b - r) / d, 4.0 + (r - g) / d))
     h = torch.where(grey, torch.zeros_like(h), torch.remainder(h / 6.0, 1.0))
     return torch.stack([h, s, maxc], 1)
 
 
 def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
-    """HSV in [0, 1] (B, 3, H, W) → RGB in [0, 1] (the sector formula of colorsys / scikit-image)."""
-    h, s, v = hsv.unbind(1)
-    h6 = torch.remainder(h, 1.0) * 6.0
-    i = torch.floor(h6)
-    f = h6 - i
-    i = i.long() % 6
-    p = v * (1 - s)
-    q = v * (1 - s * f)
-    t = v * (1 - s * (1 - f))
-    # rows: sector 0..5 → (r, g, b)
-    r = torch.stack([v, q, p, p, t, v], 1)
-    g = torch.stack([t, v, v, q, p, p], 1)
-    b = torch.stack([p, p, t, v, v, q], 1)
-    idx = i.unsqueeze(1)
-    return torch.cat([r.gather(1, idx), g.gather(1, idx), b.gather(1, idx)], 1)
+    r"""HSV in [0, 1] (B, 3, H, W) → RGB in [0, 1].
+
+    .. math:: c_n = v - v s \, \mathrm{clip}(\min(k_n, 4 - k_n), 0, 1), \quad k_n = (n + 6h) \bmod 6,
+              \ n = 5, 3, 1 \text{ for } R, G, B
+
+    (equal to the sector formula of colorsys / scikit-image, without branches).
+    """
+    h, s, v = hsv[:, 0:1], hsv[:, 1:2], hsv[:, 2:3]
+    n = torch.tensor([5.0, 3.0, 1.0], dtype=hsv.dtype, device=hsv.device).view(1, 3, 1, 1)
+    k = torch.remainder(n + 6.0 * h, 6.0)
+    return v - v * s * torch.minimum(k, 4.0 - k).clamp(0, 1)
 
 
 def adjust_hue(x: torch.Tensor, shift) -> torch.Tensor:
@@ -308,6 +304,36 @@ def hsv_brightness(x: torch.Tensor, c) -> torch.Tensor:
     v_new = (v + c).clamp(0, 1)
     scale = v_new / torch.where(v > 0, v, torch.ones_like(v))
     return torch.where(v > 0, x * scale, v_new.expand_as(x)).clamp_(0, 1)
+
+
+def _color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, apply: torch.Tensor,
+                  active: tuple[bool, bool, bool, bool]) -> torch.Tensor:
+    """Brightness, contrast, saturation, hue (``factors`` (B, 4)) in the per-image ``order`` (B, 4).
+
+    The first three are blends ``clip(f·x + (1 − f)·t)`` with ``t`` = 0, the mean grey level, or the
+    grey image, so each of the four stages applies the one blend chosen for each image in a single
+    fused expression; the hue rotation runs on the images whose stage it is. Images with
+    ``apply`` False are unchanged. 1-channel images skip saturation and hue.
+    """
+    B, C = x.shape[:2]
+    if C == 1:
+        active = (active[0], active[1], False, False)
+    one = torch.ones(B, device=x.device, dtype=x.dtype)
+    for stage in range(4):
+        op = torch.where(apply, order[:, stage], torch.full_like(order[:, stage], -1))
+        f = [torch.where((op == k) & active[k], factors[:, k], one) for k in range(3)]
+        if active[0] or active[1] or active[2]:
+            gray = rgb_to_grayscale(x)
+            mean = gray.mean(dim=(1, 2, 3), keepdim=True)
+            a = f[0] * f[1] * f[2]  # only one of the three differs from 1 per image
+            y = x * a.view(B, 1, 1, 1)
+            y.add_(mean * (1 - f[1]).view(B, 1, 1, 1))
+            x = y.addcmul_(gray, (1 - f[2]).view(B, 1, 1, 1)).clamp_(0, 1)
+        if active[3]:
+            idx = torch.nonzero(op == 3).flatten()
+            if idx.numel():
+                x = x.index_copy(0, idx, adjust_hue(x.index_select(0, idx), factors[idx, 3]))
+    return x
 
 
 def _subset_apply(x: torch.Tensor, mask: torch.Tensor, fn, *params: torch.Tensor) -> torch.Tensor:
@@ -449,7 +475,7 @@ class SimCLRAugment:
         # 0. CIFAR-10-C brightness (source image), "brightness" extreme augmentation
         if self.brightness_c is not None:
             apply = _rand(B, g, dev) < self.brightness_p
-            x = _subset_apply(x, apply, lambda t: hsv_brightness(t, float(self.brightness_c)))
+            x = torch.where(apply.view(B, 1, 1, 1), hsv_brightness(x, float(self.brightness_c)), x)
         # 1. crop + flip: one grid_sample
         if self.crop_size is not None:
             boxes = sample_fixed_crop_boxes(B, H, W, self.crop_size, generator=g)
@@ -465,16 +491,11 @@ class SimCLRAugment:
                                _uniform(B, max(0.0, 1 - js), 1 + js, g, dev),
                                _uniform(B, -jh, jh, g, dev)], 1)
         order = torch.argsort(_rand((B, 4), g, dev), dim=1)
-        ops = [(jb > 0, adjust_brightness), (jc > 0, adjust_contrast),
-               (js > 0 and C == 3, adjust_saturation), (jh > 0 and C == 3, adjust_hue)]
-        for stage in range(4):
-            for k, (active, fn) in enumerate(ops):
-                if active:
-                    x = _subset_apply(x, do_jitter & (order[:, stage] == k), fn, factors[:, k])
+        x = _color_jitter(x, factors, order, do_jitter, (jb > 0, jc > 0, js > 0, jh > 0))
         # 3. grayscale
         to_gray = _rand(B, g, dev) < self.grayscale_p
-        if C == 3:
-            x = _subset_apply(x, to_gray, lambda t: rgb_to_grayscale(t).expand(-1, 3, -1, -1).contiguous())
+        if C == 3 and self.grayscale_p > 0:
+            x = torch.where(to_gray.view(B, 1, 1, 1), rgb_to_grayscale(x).expand(-1, 3, -1, -1), x)
         # 4. blur (sigma in pixels scaled from the 224-px recipe to this size)
         do_blur = _rand(B, g, dev) < self.blur_p
         sig = _uniform(B, *self.blur_sigma, g, dev) * (self.size / 224.0)
