@@ -466,3 +466,13 @@ def test_image_dataset_validates_inputs():
         ds.subset([5])
     img, lab = ds[1]
     assert img.shape == (1, 4, 4) and lab == 0
+
+
+def test_is_available(tmp_path, monkeypatch):
+    monkeypatch.setattr(gd, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+    assert gd.is_available("digits", tmp_path) and gd.is_available("rotated-digits", tmp_path)
+    assert not gd.is_available("cifar10", tmp_path) and not gd.is_available("fashion-mnist", tmp_path)
+    write_cifar10(tmp_path)
+    assert gd.is_available("CIFAR-10", tmp_path)
+    for name in gd.DATASETS:  # every name has a check
+        assert isinstance(gd.is_available(name, tmp_path), bool)
