@@ -253,18 +253,28 @@ def adjust_saturation(x: torch.Tensor, factor) -> torch.Tensor:
     return (f * x + (1 - f) * rgb_to_grayscale(x)).clamp_(0, 1)
 
 
-def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
-    """RGB in [0, 1] (B, 3, H, W) → HSV in [0, 1] (hue as a fraction of a turn; h = s = 0 for greys)."""
-    r, g, b = x.unbind(1)
-    maxc = x.amax(1)
-    minc = x.amin(1)
-    delta = maxc - minc
+def _hsv_parts(x: torch.Tensor):
+    """(h, s, v), each (B, 1, H, W), of RGB ``x`` in [0, 1]."""
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    maxc = x.amax(1, keepdim=True)
+    delta = maxc - x.amin(1, keepdim=True)
     grey = delta == 0
     s = delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc))
     d = torch.where(grey, torch.ones_like(delta), delta)
     h = torch.where(maxc == r, (g - b) / d, torch.where(maxc == g, 2.0 + (b - r) / d, 4.0 + (r - g) / d))
     h = torch.where(grey, torch.zeros_like(h), torch.remainder(h / 6.0, 1.0))
-    return torch.stack([h, s, maxc], 1)
+    return h, s, maxc
+
+
+def _rgb_from_parts(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    n = torch.tensor([5.0, 3.0, 1.0], dtype=v.dtype, device=v.device).view(1, 3, 1, 1)
+    k = torch.remainder(n + 6.0 * h, 6.0)
+    return v - (v * s) * torch.minimum(k, 4.0 - k).clamp_(0, 1)
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """RGB in [0, 1] (B, 3, H, W) → HSV in [0, 1] (hue as a fraction of a turn; h = s = 0 for greys)."""
+    return torch.cat(_hsv_parts(x), 1)
 
 
 def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
@@ -275,19 +285,15 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
 
     (equal to the sector formula of colorsys / scikit-image, without branches).
     """
-    h, s, v = hsv[:, 0:1], hsv[:, 1:2], hsv[:, 2:3]
-    n = torch.tensor([5.0, 3.0, 1.0], dtype=hsv.dtype, device=hsv.device).view(1, 3, 1, 1)
-    k = torch.remainder(n + 6.0 * h, 6.0)
-    return v - v * s * torch.minimum(k, 4.0 - k).clamp(0, 1)
+    return _rgb_from_parts(hsv[:, 0:1], hsv[:, 1:2], hsv[:, 2:3])
 
 
 def adjust_hue(x: torch.Tensor, shift) -> torch.Tensor:
     """Rotate the hue by ``shift`` turns (per image, in [−0.5, 0.5]); identity on 1-channel images."""
     if x.shape[1] == 1:
         return x
-    hsv = rgb_to_hsv(x)
-    hsv[:, 0] = torch.remainder(hsv[:, 0] + _per_sample(shift, x)[:, 0], 1.0)
-    return hsv_to_rgb(hsv)
+    h, s, v = _hsv_parts(x)
+    return _rgb_from_parts(h + _per_sample(shift, x), s, v)
 
 
 def hsv_brightness(x: torch.Tensor, c) -> torch.Tensor:
@@ -332,7 +338,7 @@ def _color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, a
         if active[3]:
             idx = torch.nonzero(op == 3).flatten()
             if idx.numel():
-                x = x.index_copy(0, idx, adjust_hue(x.index_select(0, idx), factors[idx, 3]))
+                x.index_copy_(0, idx, adjust_hue(x.index_select(0, idx), factors[idx, 3]))
     return x
 
 
