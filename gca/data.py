@@ -138,7 +138,7 @@ def _as_index_tensor(indices, n: int) -> torch.Tensor:
     return idx
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class ImageDataset(torch.utils.data.Dataset):
     """An in-memory image dataset.
 
@@ -185,6 +185,11 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def __repr__(self) -> str:
+        dom = "" if self.domain_names is None else f", domains={len(self.domain_names)}"
+        return (f"ImageDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+                f"image={tuple(self.images.shape[1:])}, classes={self.num_classes}{dom}, checksum={self.checksum!r})")
 
     def __getitem__(self, i):
         return self.images[i], int(self.labels[i])
@@ -254,6 +259,11 @@ class LazyImageDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def __repr__(self) -> str:
+        dom = "" if self.domain_names is None else f", domains={len(self.domain_names)}"
+        return (f"LazyImageDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+                f"image=(3, {self.size}, {self.size}), classes={self.num_classes}{dom}, root={str(self.root)!r})")
 
     @property
     def num_classes(self) -> int:

@@ -476,3 +476,9 @@ def test_is_available(tmp_path, monkeypatch):
     assert gd.is_available("CIFAR-10", tmp_path)
     for name in gd.DATASETS:  # every name has a check
         assert isinstance(gd.is_available(name, tmp_path), bool)
+
+
+def test_repr_is_short():
+    r = repr(load_dataset("rotated-digits"))
+    assert r.startswith("ImageDataset(name='rotated-digits', split='train', n=1438, image=(1, 16, 16), classes=10, domains=4")
+    assert len(r) < 200
