@@ -1,0 +1,121 @@
+"""gca.figures: files, provenance sidecars, stable identifiers, the figure index."""
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from gca.figures import (  # noqa: E402
+    figure_index_markdown,
+    read_sidecars,
+    save_figure,
+    write_figure_index,
+)
+from gca.provenance import file_checksum  # noqa: E402
+
+NB = "notebooks/02_sinkhorn_vs_pot.ipynb"
+
+
+@pytest.fixture
+def fig():
+    f, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1, 2], [2, 0, 1])
+    yield f
+    plt.close(f)
+
+
+def test_sidecar_records_provenance(fig, tmp_path):
+    params = {"profile": "smoke", "seed": 3, "sizes": [8, 16]}
+    rec = save_figure(fig, "demo-error-vs-epsilon", notebook=NB, parameters=params, seed=3,
+                      data_checksum="abc123", title="Demo", caption="A caption.", directory=tmp_path,
+                      profile="smoke")
+    assert rec.label == "fig-demo-error-vs-epsilon"
+    assert set(rec.files) == {"png", "svg"}
+    assert (tmp_path / "demo-error-vs-epsilon.png").stat().st_size > 0
+    side = json.loads((tmp_path / "demo-error-vs-epsilon.json").read_text())
+    assert side == rec.provenance
+    assert side["figure_id"] == "demo-error-vs-epsilon"
+    assert side["notebook"] == NB and side["parameters"] == params and side["seed"] == 3
+    assert side["data_checksum"] == "abc123" and side["profile"] == "smoke"
+    assert side["title"] == "Demo" and side["caption"] == "A caption."
+    for key in ("git_commit", "git_dirty", "gca_version", "packages", "python", "device", "time"):
+        assert key in side, key
+    assert side["packages"]["torch"] == __import__("torch").__version__
+    assert side["packages"]["matplotlib"] == matplotlib.__version__
+    for fmt, info in side["files"].items():
+        assert info["sha256"] == file_checksum(tmp_path / info["name"]), fmt
+
+
+def test_png_is_deterministic(fig, tmp_path):
+    a = save_figure(fig, "same", notebook=NB, parameters={}, seed=0, directory=tmp_path / "a", formats=())
+    b = save_figure(fig, "same", notebook=NB, parameters={}, seed=0, directory=tmp_path / "b", formats=())
+    assert a.provenance["files"]["png"]["sha256"] == b.provenance["files"]["png"]["sha256"]
+    assert set(a.files) == {"png"}
+
+
+@pytest.mark.parametrize("bad", ["Upper", "two--hyphens", "-lead", "under_score", "", "a b", 3])
+def test_rejects_unstable_identifiers(fig, tmp_path, bad):
+    with pytest.raises(ValueError, match="figure_id"):
+        save_figure(fig, bad, notebook=NB, parameters={}, seed=0, directory=tmp_path)
+
+
+def test_rejects_bad_arguments(fig, tmp_path):
+    with pytest.raises(ValueError, match="notebook"):
+        save_figure(fig, "x", notebook="02.py", parameters={}, seed=0, directory=tmp_path)
+    with pytest.raises(TypeError, match="JSON"):
+        save_figure(fig, "x", notebook=NB, parameters={"a": object()}, seed=0, directory=tmp_path)
+    with pytest.raises(TypeError, match="JSON"):
+        save_figure(fig, "x", notebook=NB, parameters={"a": float("nan")}, seed=0, directory=tmp_path)
+    with pytest.raises(TypeError, match="seed"):
+        save_figure(fig, "x", notebook=NB, parameters={}, seed=1.5, directory=tmp_path)
+    with pytest.raises(ValueError, match="formats"):
+        save_figure(fig, "x", notebook=NB, parameters={}, seed=0, formats=("jpg",), directory=tmp_path)
+    with pytest.raises(TypeError, match="Figure"):
+        save_figure([1, 2], "x", notebook=NB, parameters={}, seed=0, directory=tmp_path)
+
+
+def test_identifier_unique_across_notebooks(fig, tmp_path):
+    save_figure(fig, "shared-id", notebook=NB, parameters={}, seed=0, directory=tmp_path)
+    save_figure(fig, "shared-id", notebook=NB, parameters={}, seed=1, directory=tmp_path)  # rerun: fine
+    with pytest.raises(ValueError, match="already used"):
+        save_figure(fig, "shared-id", notebook="notebooks/other.ipynb", parameters={}, seed=0, directory=tmp_path)
+
+
+def test_default_directory_from_environment(fig, tmp_path, monkeypatch):
+    monkeypatch.setenv("GCA_FIGURE_DIR", str(tmp_path / "env"))
+    rec = save_figure(fig, "from-env", notebook=NB, parameters={}, seed=0)
+    assert rec.sidecar == tmp_path / "env" / "from-env.json"
+
+
+def test_read_sidecars_detects_changed_or_missing_images(fig, tmp_path):
+    save_figure(fig, "b-fig", notebook=NB, parameters={}, seed=0, directory=tmp_path)
+    save_figure(fig, "a-fig", notebook="notebooks/01_x.ipynb", parameters={}, seed=0, directory=tmp_path)
+    records = read_sidecars(tmp_path)
+    assert [r["figure_id"] for r in records] == ["a-fig", "b-fig"]  # by notebook, then id
+    (tmp_path / "b-fig.png").write_bytes(b"not the figure")
+    with pytest.raises(ValueError, match="changed"):
+        read_sidecars(tmp_path)
+    (tmp_path / "b-fig.png").unlink()
+    with pytest.raises(ValueError, match="missing"):
+        read_sidecars(tmp_path)
+    with pytest.raises(ValueError, match="does not exist"):
+        read_sidecars(tmp_path / "nowhere")
+
+
+def test_figure_index_lists_provenance_and_citation(fig, tmp_path):
+    rec = save_figure(fig, "index-demo", notebook=NB, parameters={"profile": "smoke", "seed": 0}, seed=0,
+                      title="Index demo", caption="What it shows.", data_checksum="d0d0", directory=tmp_path)
+    text = figure_index_markdown(read_sidecars(tmp_path), image_prefix="../build/figures")
+    assert "## `index-demo`: Index demo" in text
+    assert "```{image} ../build/figures/index-demo.png" in text
+    assert "{ref}`fig-index-demo`" in text and "{doc}`/build/notebooks/02_sinkhorn_vs_pot`" in text
+    assert rec.provenance["git_commit"][:12] in text
+    assert "`profile='smoke'`" in text and "d0d0" in text and "What it shows." in text
+    assert "{download}`provenance JSON <../build/figures/index-demo.json>`" in text
+    assert "Cite as" in text
+    out = tmp_path / "idx" / "figure_index.md"
+    assert len(write_figure_index(tmp_path, out, image_prefix="x")) == 1 and out.read_text().startswith("## ")
+    assert "No figure" in figure_index_markdown([], image_prefix="x")
