@@ -1,0 +1,457 @@
+"""Build the executable book: execute the notebooks with papermill, then build the HTML.
+
+Design (see ``book/reproducibility.md``):
+
+1. **Execute.** Every notebook listed in ``_toc.yml`` is executed by papermill, in the kernel of
+   the Python running this module (the venv), with the parameters ``profile`` and ``seed``
+   injected into its ``parameters`` cell. Sources (``notebooks/*.ipynb``, ``book/*.ipynb``) are
+   committed *without outputs*; executed copies go to ``build/`` with the same relative path
+   (``build/notebooks/02_sinkhorn_vs_pot.ipynb``), and figures with their provenance sidecars to
+   ``build/figures/``. ``build/`` is git-ignored: outputs are never committed noise, and every
+   build regenerates them from the sources, so the book is reproducible from a commit.
+   A report per run goes to ``build/reports/execution.json`` (profile, seed, parameters,
+   seconds, status and error of each notebook, provenance of the run).
+2. **Build.** The figure index is generated from the sidecars (``build/figure_index.md``,
+   included by ``book/figures.md``), MathJax 3 is installed from npm into the git-ignored
+   ``book/_vendor/`` (copied into the HTML by ``html_extra_path``), and
+   ``jupyter-book build . -W -n --keep-going`` runs with execution off (``_config.yml``): any
+   warning fails the build. The log is kept in ``build/reports/jupyter-book.log``, and the HTML
+   is checked to load no script or stylesheet from a CDN.
+
+Command line (from the repository root)::
+
+    python -m gca.book all --profile smoke     # CI: execute at the smoke profile + build
+    python -m gca.book all --profile default   # make book
+    python -m gca.book execute --profile smoke --notebooks notebooks/02_sinkhorn_vs_pot.ipynb
+    python -m gca.book build                   # rebuild the HTML from the executed notebooks
+
+Notebook helpers: :func:`select_profile` (a notebook's sizes by profile, with overrides),
+:func:`glue_value` / :func:`glue_values` (myst-nb glue with plain Python numbers, so that
+``{glue:text}`key:.3g``` formats them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+__all__ = [
+    "PROFILES",
+    "EXECUTED_DIR",
+    "MATHJAX_VERSION",
+    "select_profile",
+    "glue_value",
+    "glue_values",
+    "glue_figure",
+    "toc_notebooks",
+    "execute_notebooks",
+    "vendor_mathjax",
+    "check_offline_html",
+    "build_html",
+    "main",
+]
+
+#: The execution profiles of every notebook. ``smoke`` is for CI (seconds per notebook),
+#: ``default`` for ``make book`` (minutes on a 2-core CPU), ``full`` for the largest sizes.
+PROFILES = ("smoke", "default", "full")
+#: Folder (relative to the repository root) holding executed notebooks, figures and reports.
+EXECUTED_DIR = "build"
+#: MathJax release vendored from npm for offline math.
+MATHJAX_VERSION = "3.2.2"
+_VENDOR_DIR = Path("book") / "_vendor"
+_CDN_PATTERN = re.compile(
+    r"""<(?:script|link)\b[^>]*\b(?:src|href)=["'](?:https?:)?//[^"']*""", re.IGNORECASE
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers used inside notebooks
+# --------------------------------------------------------------------------------------------
+def select_profile(profile: str, table: Mapping[str, Mapping[str, Any]], **overrides: Any) -> dict[str, Any]:
+    """Settings of ``profile`` from a notebook's ``table``, with non-``None`` overrides applied.
+
+    Parameters
+    ----------
+    profile : {"smoke", "default", "full"}
+        The execution profile (a papermill parameter).
+    table : mapping
+        ``{profile: {setting: value}}``; every profile of :data:`PROFILES` must be present.
+    **overrides
+        Parameters of the notebook; those not ``None`` replace the profile's value. An override
+        naming no setting of the table is an error (a misspelt parameter is never ignored).
+
+    Examples
+    --------
+    >>> table = {p: {"n": n} for p, n in zip(PROFILES, (8, 64, 512))}
+    >>> select_profile("smoke", table, n=None)
+    {'n': 8}
+    >>> select_profile("default", table, n=100)
+    {'n': 100}
+    """
+    missing = [p for p in PROFILES if p not in table]
+    if missing:
+        raise ValueError(f"profile table lacks {missing}: give settings for every profile in {PROFILES}")
+    if profile not in table:
+        raise ValueError(f"profile={profile!r} is unknown: choose one of {tuple(table)}")
+    settings = dict(table[profile])
+    unknown = [k for k in overrides if k not in settings]
+    if unknown:
+        raise ValueError(f"overrides {unknown} name no setting of the profile (settings: {sorted(settings)})")
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return settings
+
+
+def _plain(value: Any) -> Any:
+    """Python scalars from numpy / torch scalars (so that glue stores a literal, e.g. ``0.5``)."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+        if value.numel() != 1:
+            raise ValueError(f"glue a scalar tensor or a Python value, got a tensor of shape {tuple(value.shape)}")
+        return value.item()
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return value
+
+
+def glue_value(name: str, value: Any, *, display: bool = False) -> Any:
+    """``myst_nb.glue(name, value)`` with numpy/torch scalars turned into Python numbers.
+
+    In the text write ``{glue:text}`name:.3g``` (a format spec applies to numbers only when the
+    stored value is a plain literal, hence the conversion). Returns the stored value.
+    """
+    from myst_nb import glue
+
+    if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_.-]+$", name):
+        raise ValueError(f"glue name {name!r} must be letters, digits, '_', '-' or '.'")
+    value = _plain(value)
+    glue(name, value, display=display)
+    return value
+
+
+def glue_values(values: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any]:
+    """Glue every ``prefix + key`` of ``values`` (see :func:`glue_value`); returns what was stored."""
+    return {prefix + k: glue_value(prefix + k, v) for k, v in values.items()}
+
+
+def glue_figure(fig: Any, record: Any) -> str:
+    """Glue ``fig`` under the label of its :class:`gca.figures.FigureRecord` and close it.
+
+    The page then shows it once, where a ``{glue:figure}`` directive names the label
+    (``fig-<figure_id>``), and can refer to it with ``{numref}`` / ``{ref}``. Returns the label.
+    """
+    from myst_nb import glue
+
+    label = getattr(record, "label", None)
+    if not isinstance(label, str):
+        raise TypeError(f"record must be the FigureRecord returned by gca.figures.save_figure, got {record!r}")
+    glue(label, fig, display=False)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return label
+
+
+# --------------------------------------------------------------------------------------------
+# Execution
+# --------------------------------------------------------------------------------------------
+def _find_root(root: str | os.PathLike | None) -> Path:
+    candidates = [Path(root)] if root is not None else [Path.cwd(), Path(__file__).resolve().parent.parent]
+    for c in candidates:
+        if (c / "_toc.yml").is_file() and (c / "_config.yml").is_file():
+            return c.resolve()
+    raise ValueError(
+        f"no book found in {[str(c) for c in candidates]}: run from the repository root (the folder "
+        "holding _config.yml and _toc.yml) or pass --root"
+    )
+
+
+def _toc_files(node: Any) -> list[str]:
+    files: list[str] = []
+    if isinstance(node, dict):
+        if "file" in node:
+            files.append(str(node["file"]))
+        if "root" in node:
+            files.append(str(node["root"]))
+        for key in ("parts", "chapters", "sections"):
+            for child in node.get(key, []) or []:
+                files += _toc_files(child)
+    elif isinstance(node, list):
+        for child in node:
+            files += _toc_files(child)
+    return files
+
+
+def toc_notebooks(root: str | os.PathLike | None = None) -> list[str]:
+    """Source notebooks of the book, in reading order (paths relative to the root).
+
+    A ``_toc.yml`` entry ``build/<path>`` is the executed copy of the source ``<path>.ipynb``.
+    """
+    import yaml
+
+    root = _find_root(root)
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    prefix = EXECUTED_DIR + "/"
+    sources = []
+    for entry in _toc_files(toc):
+        if entry.startswith(prefix):
+            src = entry[len(prefix):]
+            src = src if src.endswith(".ipynb") else src + ".ipynb"
+            if not (root / src).is_file():
+                raise ValueError(f"_toc.yml lists {entry!r} but its source notebook {src!r} does not exist")
+            sources.append(src)
+    return sources
+
+
+def _check_kernel(kernel_name: str) -> None:
+    """Make sure papermill's kernel runs this interpreter (the venv), not another Python."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(kernel_name)
+    except NoSuchKernel:
+        raise ValueError(
+            f"no Jupyter kernel {kernel_name!r}: install one for this Python with "
+            f"`{sys.executable} -m ipykernel install --sys-prefix`"
+        ) from None
+    exe = spec.argv[0]
+    # jupyter_client substitutes the running interpreter for a bare "python"/"python3".
+    if exe not in {"python", f"python{sys.version_info[0]}", f"python{sys.version_info[0]}.{sys.version_info[1]}"}:
+        if Path(exe).resolve() != Path(sys.executable).resolve():
+            raise ValueError(
+                f"kernel {kernel_name!r} runs {exe}, not this interpreter {sys.executable}: notebooks "
+                f"would not see this environment; fix with `{sys.executable} -m ipykernel install --sys-prefix`"
+            )
+
+
+def _clear_figures(figure_dir: Path, notebook: str) -> None:
+    """Remove the figures a previous run of ``notebook`` left (so removed figures disappear)."""
+    if not figure_dir.is_dir():
+        return
+    for sidecar in figure_dir.glob("*.json"):
+        try:
+            rec = json.loads(sidecar.read_text())
+        except json.JSONDecodeError:
+            continue
+        if rec.get("notebook") == notebook:
+            for info in rec.get("files", {}).values():
+                (figure_dir / info["name"]).unlink(missing_ok=True)
+            sidecar.unlink()
+
+
+def execute_notebooks(
+    profile: str,
+    *,
+    seed: int = 0,
+    notebooks: Sequence[str] | None = None,
+    root: str | os.PathLike | None = None,
+    kernel_name: str = "python3",
+    cell_timeout: int | None = 3600,
+) -> list[dict[str, Any]]:
+    """Execute notebooks with papermill into ``build/``; returns one report per notebook.
+
+    Every notebook runs even if an earlier one fails; the caller decides the exit status (see
+    :func:`main`). Reports are also written to ``build/reports/execution.json``.
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    from gca.provenance import collect_provenance
+
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r} is unknown: choose one of {PROFILES}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    root = _find_root(root)
+    listed = toc_notebooks(root)
+    if notebooks is None:
+        notebooks = listed
+    else:
+        notebooks = [str(Path(nb).resolve().relative_to(root)) if Path(nb).is_absolute() else str(Path(nb)) for nb in notebooks]
+        unknown = [nb for nb in notebooks if nb not in listed]
+        if unknown:
+            raise ValueError(f"{unknown} are not in _toc.yml; the book's notebooks are {listed}")
+    _check_kernel(kernel_name)
+
+    build = root / EXECUTED_DIR
+    figure_dir = build / "figures"
+    reports_dir = build / "reports"
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    # Inherited by the kernels papermill starts.
+    os.environ["GCA_FIGURE_DIR"] = str(figure_dir)
+    os.environ["GCA_BOOK_PROFILE"] = profile
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    os.environ["TQDM_DISABLE"] = "1"  # progress bars would only clutter the pages
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+
+    reports = []
+    for nb in notebooks:
+        src = root / nb
+        out = build / nb
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _clear_figures(figure_dir, nb)
+        parameters = {"profile": profile, "seed": seed}
+        print(f"[gca.book] executing {nb} (profile={profile}, seed={seed}) ...", flush=True)
+        t0 = time.perf_counter()
+        status, error = "ok", None
+        try:
+            pm.execute_notebook(
+                str(src),
+                str(out),
+                parameters=parameters,
+                kernel_name=kernel_name,
+                cwd=str(src.parent),
+                progress_bar=False,
+                log_output=False,
+                execution_timeout=cell_timeout,
+            )
+        except PapermillExecutionError as exc:
+            status, error = "error", f"{exc.ename}: {exc.evalue} (cell {exc.exec_count})"
+        except Exception as exc:  # kernel died, timeout, bad notebook: report, keep going
+            status, error = "error", f"{type(exc).__name__}: {exc}"
+        seconds = round(time.perf_counter() - t0, 2)
+        print(f"[gca.book]   {status} in {seconds:.1f} s" + (f": {error}" if error else ""), flush=True)
+        reports.append({"notebook": nb, "executed": str(out.relative_to(root)), "parameters": parameters,
+                        "status": status, "error": error, "seconds": seconds})
+
+    path = reports_dir / "execution.json"
+    previous = json.loads(path.read_text()).get("notebooks", {}) if path.exists() else {}
+    previous.update({r["notebook"]: r for r in reports})
+    path.write_text(json.dumps({"provenance": collect_provenance(seed=seed, profile=profile),
+                                "notebooks": previous}, indent=2) + "\n")
+    return reports
+
+
+# --------------------------------------------------------------------------------------------
+# HTML build
+# --------------------------------------------------------------------------------------------
+def vendor_mathjax(root: str | os.PathLike | None = None, *, version: str = MATHJAX_VERSION) -> Path:
+    """Install MathJax ``version`` from npm into ``book/_vendor/node_modules/mathjax`` (once).
+
+    ``_config.yml`` copies ``book/_vendor/node_modules`` into the HTML root (``html_extra_path``)
+    and points ``mathjax_path`` at ``mathjax/es5/tex-svg.js`` there, so math renders offline.
+    """
+    root = _find_root(root)
+    vendor = root / _VENDOR_DIR
+    package = vendor / "node_modules" / "mathjax"
+    try:
+        installed = json.loads((package / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        installed = None
+    if installed != version:
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RuntimeError(
+                "npm is needed once to vendor MathJax for offline math: install Node.js (e.g. "
+                f"`apt-get install -y npm`) or place mathjax@{version} in {package}"
+            )
+        vendor.mkdir(parents=True, exist_ok=True)
+        print(f"[gca.book] npm install mathjax@{version} into {vendor.relative_to(root)}", flush=True)
+        subprocess.run([npm, "install", "--prefix", str(vendor), "--no-audit", "--no-fund",
+                        "--no-package-lock", f"mathjax@{version}"], check=True)
+    entry = package / "es5" / "tex-svg.js"
+    if not entry.is_file():
+        raise RuntimeError(f"MathJax entry point {entry} missing after npm install; delete {vendor} and retry")
+    return entry
+
+
+def check_offline_html(html_dir: str | os.PathLike) -> list[str]:
+    """Scripts and stylesheets the HTML would fetch from the network (should be none).
+
+    Returns ``["page.html: <tag ...>", ...]``; also fails if MathJax is not loaded locally on a
+    page with math.
+    """
+    html_dir = Path(html_dir)
+    problems = []
+    pages = sorted(html_dir.rglob("*.html"))
+    if not pages:
+        return [f"{html_dir}: no HTML page"]
+    for page in pages:
+        text = page.read_text(errors="replace")
+        for m in _CDN_PATTERN.finditer(text):
+            problems.append(f"{page.relative_to(html_dir)}: {m.group(0)}")
+        if "mathjax" in text.lower() and "MathJax" in text and "class=\"math" in text:
+            if "mathjax/es5/tex-svg.js" not in text:
+                problems.append(f"{page.relative_to(html_dir)}: has math but does not load the vendored MathJax")
+    if not (html_dir / "mathjax" / "es5" / "tex-svg.js").is_file():
+        problems.append(f"{html_dir}/mathjax/es5/tex-svg.js missing: vendored MathJax was not copied")
+    return problems
+
+
+def build_html(root: str | os.PathLike | None = None) -> Path:
+    """Figure index + vendored MathJax + ``jupyter-book build . -W -n --keep-going``."""
+    from gca.figures import write_figure_index
+
+    root = _find_root(root)
+    build = root / EXECUTED_DIR
+    missing = [nb for nb in toc_notebooks(root) if not (build / nb).is_file()]
+    if missing:
+        raise RuntimeError(f"not executed yet: {missing}; run `python -m gca.book execute --profile smoke` first")
+    records = write_figure_index(build / "figures", build / "figure_index.md", image_prefix="../build/figures")
+    print(f"[gca.book] figure index: {len(records)} figures", flush=True)
+    vendor_mathjax(root)
+
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(root), "-W", "-n", "--keep-going"]
+    print("[gca.book] " + " ".join(cmd), flush=True)
+    log_path = build / "reports" / "jupyter-book.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            log.write(line)
+        rc = proc.wait()
+    print(f"[gca.book] jupyter-book finished in {time.perf_counter() - t0:.1f} s (log: {log_path.relative_to(root)})")
+    if rc != 0:
+        raise RuntimeError(f"jupyter-book build failed (exit {rc}); see {log_path}")
+    html = root / "_build" / "html"
+    problems = check_offline_html(html)
+    if problems:
+        raise RuntimeError("the HTML fetches resources from the network:\n  " + "\n  ".join(problems[:20]))
+    return html
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gca.book", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=("execute", "build", "all"),
+                        help="execute notebooks, build the HTML, or both")
+    parser.add_argument("--profile", default="default", choices=PROFILES,
+                        help="notebook profile (smoke: CI, default: make book, full: large sizes)")
+    parser.add_argument("--seed", type=int, default=0, help="seed injected into every notebook")
+    parser.add_argument("--notebooks", nargs="+", default=None, help="only these source notebooks")
+    parser.add_argument("--root", default=None, help="repository root (default: the current folder)")
+    parser.add_argument("--cell-timeout", type=int, default=3600, help="seconds per cell before failing")
+    args = parser.parse_args(argv)
+
+    t0 = time.perf_counter()
+    failed = []
+    if args.command in ("execute", "all"):
+        reports = execute_notebooks(args.profile, seed=args.seed, notebooks=args.notebooks,
+                                    root=args.root, cell_timeout=args.cell_timeout)
+        failed = [r for r in reports if r["status"] != "ok"]
+    if args.command in ("build", "all"):
+        try:
+            html = build_html(args.root)
+            print(f"[gca.book] HTML: {html / 'index.html'}")
+        except RuntimeError as exc:
+            print(f"[gca.book] BUILD FAILED: {exc}", file=sys.stderr)
+            return 1
+    for r in failed:
+        print(f"[gca.book] NOTEBOOK FAILED: {r['notebook']}: {r['error']} (see {r['executed']})", file=sys.stderr)
+    print(f"[gca.book] total {time.perf_counter() - t0:.1f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

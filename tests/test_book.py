@@ -1,0 +1,181 @@
+"""The book's structure: table of contents, notebooks (parameters, thin over gca), API pages,
+configuration (execution off, offline MathJax), and the runner's helpers."""
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from gca import book
+
+ROOT = Path(__file__).resolve().parent.parent
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+TOC_FILES = book._toc_files(TOC)
+NOTEBOOKS = book.toc_notebooks(ROOT)
+# What a notebook must not contain: solver or loss code of its own (it must call gca).
+FORBIDDEN = [r"\blogsumexp\b", r"\bdef\s+\w*sinkhorn\w*", r"\bdef\s+\w*(loss|projection|bregman)\w*\s*\(",
+             r"\blog_softmax\b", r"\bsoftmax\s*\(", r"\bcross_entropy\b"]
+
+
+def _code_cells(path):
+    return [c for c in nbformat.read(ROOT / path, as_version=4).cells if c.cell_type == "code"]
+
+
+def test_toc_entries_exist():
+    assert TOC["root"] in TOC_FILES
+    for entry in TOC_FILES:
+        if entry.startswith(book.EXECUTED_DIR + "/"):
+            continue  # executed copies: their sources are checked by toc_notebooks
+        matches = [ROOT / f"{entry}{ext}" for ext in (".md", ".ipynb")]
+        assert any(p.is_file() for p in matches), f"_toc.yml entry {entry!r} has no .md/.ipynb file"
+
+
+def test_toc_lists_the_notebooks_and_every_notebook_is_listed():
+    assert "notebooks/02_sinkhorn_vs_pot.ipynb" in NOTEBOOKS
+    assert "book/official_code_notes.ipynb" in NOTEBOOKS
+    on_disk = {str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb")}
+    on_disk |= {str(p.relative_to(ROOT)) for p in (ROOT / "book").rglob("*.ipynb") if "_vendor" not in p.parts}
+    assert on_disk <= set(NOTEBOOKS), f"notebooks missing from _toc.yml: {on_disk - set(NOTEBOOKS)}"
+
+
+def test_toc_notebooks_rejects_missing_source(tmp_path):
+    (tmp_path / "_config.yml").write_text("title: x\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: build/notebooks/nope\n")
+    with pytest.raises(ValueError, match="nope.ipynb"):
+        book.toc_notebooks(tmp_path)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS)
+def test_notebook_has_parameters_cell_with_profile_and_seed(path):
+    cells = _code_cells(path)
+    tagged = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path}: exactly one cell must be tagged 'parameters'"
+    assigned = {t.id for node in ast.parse(tagged[0].source).body if isinstance(node, ast.Assign) for t in node.targets}
+    assert {"profile", "seed"} <= assigned, f"{path}: parameters cell must set profile and seed"
+    assert cells.index(tagged[0]) == 0, f"{path}: the parameters cell must be the first code cell"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS)
+def test_notebook_committed_without_outputs(path):
+    for cell in _code_cells(path):
+        assert cell.outputs == [] and cell.execution_count is None, f"{path}: outputs are build products (build/)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS)
+def test_notebook_is_thin_over_gca(path):
+    source = "\n".join(c.source for c in _code_cells(path))
+    assert re.search(r"^\s*(from gca|import gca)", source, re.M), f"{path} does not use gca"
+    for pattern in FORBIDDEN:
+        assert not re.search(pattern, source), f"{path}: solver/loss code ({pattern}) belongs in gca, not a notebook"
+    for call in re.findall(r"save_figure\((.*?)\)", source, re.S):
+        assert "notebook=NOTEBOOK" in call or f'notebook="{path}"' in call, f"{path}: save_figure without its own path"
+    if "save_figure(" in source:
+        assert re.search(rf'NOTEBOOK\s*=\s*"{re.escape(path)}"', source), f"{path}: NOTEBOOK must be {path!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS)
+def test_glue_references_are_defined(path):
+    nb = nbformat.read(ROOT / path, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    used = set(re.findall(r"\{glue:text\}`([A-Za-z0-9_.-]+)", text)) | set(re.findall(r"\{glue:figure\}\s+(\S+)", text))
+    glued = set(re.findall(r"glue_value\(\s*\"([A-Za-z0-9_.-]+)\"", code))
+    figures = {f"fig-{f}" for f in re.findall(r"save_figure\(\s*fig,\s*\"([a-z0-9-]+)\"", code)}
+    assert used, f"{path}: no glued number in the text"
+    assert used <= glued | figures, f"{path}: glue keys used but never glued: {used - glued - figures}"
+
+
+def test_forbidden_patterns_catch_solver_code():
+    sample = "def my_sinkhorn(C):\n    return torch.logsumexp(-C, 1)\n"
+    assert any(re.search(p, sample) for p in FORBIDDEN)
+
+
+def test_api_pages_cover_every_module():
+    modules = sorted(p.stem for p in (ROOT / "gca").glob("*.py") if not p.stem.startswith("_"))
+    pages = {f.split("/")[-1] for f in TOC_FILES if f.startswith("book/api/") and not f.endswith("index")}
+    assert set(modules) == pages, f"API pages out of sync with gca/: missing {set(modules) - pages}, extra {pages - set(modules)}"
+    for name in pages:
+        text = (ROOT / "book" / "api" / f"{name}.md").read_text()
+        assert f".. automodule:: gca.{name}" in text
+
+
+def test_config_builds_offline_without_execution():
+    assert CONFIG["execute"]["execute_notebooks"] == "off"
+    sphinx = CONFIG["sphinx"]["config"]
+    assert "://" not in sphinx["mathjax_path"] and sphinx["mathjax_path"].endswith("mathjax/es5/tex-svg.js")
+    assert sphinx["html_extra_path"] == ["book/_vendor/node_modules"]
+    assert CONFIG["bibtex_bibfiles"] == ["book/references.bib"]
+    assert "/book/_vendor/" in (ROOT / ".gitignore").read_text() and "/build/" in (ROOT / ".gitignore").read_text()
+
+
+def test_citations_exist_in_bibliography():
+    bib = (ROOT / "book" / "references.bib").read_text()
+    keys = set(re.findall(r"@\w+\{([^,]+),", bib))
+    cited = set()
+    for p in list((ROOT / "book").rglob("*.md")) + [ROOT / n for n in NOTEBOOKS]:
+        if "_vendor" in p.parts:
+            continue
+        for group in re.findall(r"\{cite\}`([^`]+)`", p.read_text()):
+            cited |= {k.strip() for k in group.split(",")}
+    assert "chen2024gca" in cited and cited <= keys, f"cited but not in references.bib: {cited - keys}"
+
+
+def test_select_profile():
+    table = {p: {"n": i, "eps": 0.5} for i, p in enumerate(book.PROFILES)}
+    assert book.select_profile("smoke", table, n=None) == {"n": 0, "eps": 0.5}
+    assert book.select_profile("full", table, n=7) == {"n": 7, "eps": 0.5}
+    with pytest.raises(ValueError, match="profile='paper'"):
+        book.select_profile("paper", table)
+    with pytest.raises(ValueError, match="sizez"):
+        book.select_profile("smoke", table, sizez=[1])
+    with pytest.raises(ValueError, match="lacks"):
+        book.select_profile("smoke", {"smoke": {}})
+
+
+def test_plain_values_for_glue():
+    assert book._plain(np.float64(0.25)) == 0.25 and type(book._plain(np.float64(0.25))) is float
+    assert type(book._plain(torch.tensor(3))) is int
+    assert book._plain("text") == "text"
+    with pytest.raises(ValueError, match="shape"):
+        book._plain(torch.ones(2))
+
+
+def test_check_offline_html(tmp_path):
+    (tmp_path / "mathjax" / "es5").mkdir(parents=True)
+    (tmp_path / "mathjax" / "es5" / "tex-svg.js").write_text("")
+    page = tmp_path / "p.html"
+    page.write_text('<script defer="defer" src="_static/../mathjax/es5/tex-svg.js"></script><a href="https://x">x</a>')
+    assert book.check_offline_html(tmp_path) == []
+    page.write_text('<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>')
+    assert len(book.check_offline_html(tmp_path)) == 1
+    page.write_text('<link rel="stylesheet" href="//fonts.example.org/a.css" />')
+    assert len(book.check_offline_html(tmp_path)) == 1
+
+
+def test_execute_validates_arguments():
+    with pytest.raises(ValueError, match="profile"):
+        book.execute_notebooks("paper", root=ROOT)
+    with pytest.raises(TypeError, match="seed"):
+        book.execute_notebooks("smoke", seed="0", root=ROOT)
+    with pytest.raises(ValueError, match="not in _toc.yml"):
+        book.execute_notebooks("smoke", notebooks=["notebooks/nope.ipynb"], root=ROOT)
+
+
+def test_kernel_is_this_interpreter():
+    book._check_kernel("python3")  # raises if papermill would run another Python
+    with pytest.raises(ValueError, match="no Jupyter kernel"):
+        book._check_kernel("no-such-kernel-gca")
+
+
+def test_citation_cff_cites_the_paper():
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"].startswith("1.2") and cff["title"]
+    refs = cff.get("references", []) + [cff.get("preferred-citation", {})]
+    assert any("secretly a distribution alignment problem" in r.get("title", "") for r in refs)
