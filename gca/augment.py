@@ -196,11 +196,17 @@ def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int | tuple[int, in
     Equivalent to cropping then resizing with ``align_corners=False`` bilinear interpolation
     (torchvision's tensor ``resized_crop`` without antialiasing): output pixel ``u`` samples the
     input at ``left + (u + ½)·w/size − ½``. Samples just outside the box read the neighbouring
-    pixels of the full image (border-replicated at the image edge). Shapes: x (B, C, H, W) float;
+    pixels of the full image (border-replicated at the image edge). No antialiasing: meant for
+    crops no larger than the output (CIFAR, ImageNet crops of a ``size``-px image), which are
+    upsampled. Shapes: x (B, C, H, W) float;
     boxes (B, 4) ``top, left, h, w``; flip (B,) bool.
     """
     B, _, H, W = x.shape
     oh, ow = (size, size) if isinstance(size, int) else size
+    if boxes.shape != (B, 4):
+        raise ValueError(f"boxes must have shape ({B}, 4) (top, left, h, w per image), got {tuple(boxes.shape)}")
+    if flip is not None and flip.shape != (B,):
+        raise ValueError(f"flip must have shape ({B},), got {tuple(flip.shape)}")
     b = boxes.to(device=x.device, dtype=torch.float32)
     top, left, h, w = b.unbind(1)
     sx, sy = w / W, h / H
@@ -393,6 +399,8 @@ def gaussian_blur(x: torch.Tensor, sigma, *, radius: int | None = None, padding_
 def erase(x: torch.Tensor, boxes: torch.Tensor, value: float = 0.0, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Fill the box ``(top, left, h, w)`` of each image with ``value`` (only where ``mask``)."""
     B, _, H, W = x.shape
+    if boxes.shape != (B, 4):
+        raise ValueError(f"boxes must have shape ({B}, 4) (top, left, h, w per image), got {tuple(boxes.shape)}")
     b = boxes.to(x.device)
     rows = torch.arange(H, device=x.device).view(1, H, 1)
     cols = torch.arange(W, device=x.device).view(1, 1, W)
@@ -424,8 +432,9 @@ class SimCLRAugment:
     jitter : (brightness, contrast, saturation, hue) strengths; factors ``U[1 − s, 1 + s]``
         (hue ``U[−h, h]``), applied in a random order per image with probability ``jitter_p``.
     grayscale_p : probability of converting to grey (3 equal channels).
-    blur_p, blur_sigma : Gaussian-blur probability and σ range as a fraction of ``size``
-        (SimCLR ImageNet: p = 0.5, σ ∈ [0.1, 2.0] px at 224 with a kernel of 10 % of the image).
+    blur_p, blur_sigma : Gaussian-blur probability and σ range in output pixels (as torchvision's
+        ``GaussianBlur``; SimCLR's ImageNet recipe: p = 0.5, σ ∈ [0.1, 2.0]); the kernel radius is
+        ``⌈3 σ_max⌉`` (reflect padding, capped below the image side). Off (p = 0) for CIFAR.
     erase_p, erase_scale, erase_ratio, erase_value : random erasing (torchvision's box rule).
     brightness_c : HSV value shift (CIFAR-10-C brightness) applied with ``brightness_p`` first.
 
@@ -502,12 +511,11 @@ class SimCLRAugment:
         to_gray = _rand(B, g, dev) < self.grayscale_p
         if C == 3 and self.grayscale_p > 0:
             x = torch.where(to_gray.view(B, 1, 1, 1), rgb_to_grayscale(x).expand(-1, 3, -1, -1), x)
-        # 4. blur (sigma in pixels scaled from the 224-px recipe to this size)
+        # 4. blur: sigma ~ U(blur_sigma) pixels, kernel radius ceil(3 * max sigma)
         do_blur = _rand(B, g, dev) < self.blur_p
-        sig = _uniform(B, *self.blur_sigma, g, dev) * (self.size / 224.0)
+        sig = _uniform(B, *self.blur_sigma, g, dev)
         if self.blur_p > 0:
-            radius = max(1, int(round(0.1 * self.size)) // 2)
-            x = _subset_apply(x, do_blur, lambda t, s: gaussian_blur(t, s, radius=radius), sig)
+            x = _subset_apply(x, do_blur, lambda t, s: gaussian_blur(t, s, radius=math.ceil(3 * self.blur_sigma[1])), sig)
         # 5. random erasing
         if self.erase_p > 0:
             do_erase = _rand(B, g, dev) < self.erase_p

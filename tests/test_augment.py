@@ -379,3 +379,28 @@ def test_cuda_views_equal_cpu_views_with_a_cpu_generator():
         torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
     cg = torch.Generator(device="cuda").manual_seed(0)
     assert A.corrupt(x.cuda(), "gaussian_noise", 3, generator=cg).device.type == "cuda"
+
+
+def test_functional_ops_check_shapes():
+    x = images(b=2).float() / 255
+    with pytest.raises(ValueError, match=r"boxes must have shape \(2, 4\)"):
+        A.resized_crop(x, torch.zeros(3, 4), 8)
+    with pytest.raises(ValueError, match="flip"):
+        A.resized_crop(x, torch.tensor([[0.0, 0, 8, 8]] * 2), 8, flip=torch.zeros(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="boxes"):
+        A.erase(x, torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="sigma"):
+        A.gaussian_blur(x, torch.tensor([1.0, -1.0]))
+    with pytest.raises(ValueError, match="channels"):
+        A.normalize(x, (0.5,), (0.2,))
+    with pytest.raises(ValueError, match="crop size"):
+        A.sample_fixed_crop_boxes(2, 32, 32, 40)
+
+
+def test_blur_option_blurs():
+    x = images(b=64).float() / 255
+    aug = off(blur_p=1.0, size=32)
+    y = aug(x, generator=torch.Generator().manual_seed(0))
+    tv = lambda t: (t[..., 1:] - t[..., :-1]).abs().mean(dim=(1, 2, 3))
+    assert (tv(y) <= tv(x) + 1e-6).all() and tv(y).mean() < 0.5 * tv(x).mean()  # sigma ~ U(0.1, 2) px
+    torch.testing.assert_close(y.mean((2, 3)), x.mean((2, 3)), atol=0.02, rtol=0)  # blur keeps the mean
