@@ -50,6 +50,8 @@ def _add_config_options(p: argparse.ArgumentParser, *, with_out: bool) -> None:
     if with_out:
         p.add_argument("--out", required=True, help="run directory to create (or to resume)")
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+        p.add_argument("--stop-after-epochs", type=int, default=None, metavar="N",
+                       help="stop after N epochs (checkpoint written); continue later with --resume")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -129,7 +131,8 @@ def _cmd_pretrain(args) -> int:
     else:
         config = _resolve(args)
     start = time.perf_counter()
-    result = pretrain(config, out, resume=args.resume, progress=not args.no_progress)
+    result = pretrain(config, out, resume=args.resume, progress=not args.no_progress,
+                      stop_after_epochs=args.stop_after_epochs)
     last = result.epochs[-1] if result.epochs else {}
     print(json.dumps({"run_dir": str(result.run_dir), "method": config.loss.method, "epochs": config.train.epochs,
                       "final_loss": last.get("loss"), "seconds": round(time.perf_counter() - start, 2),

@@ -347,6 +347,7 @@ def pretrain(
     resume: bool = False,
     progress: bool = True,
     loss_factory: Callable[..., nn.Module] | None = None,
+    stop_after_epochs: int | None = None,
 ) -> PretrainResult:
     """Pretrain an encoder as configured and write the run directory ``out_dir``.
 
@@ -363,6 +364,10 @@ def pretrain(
         Show a tqdm progress bar (rank 0 only).
     loss_factory
         ``(name, **hparams) -> nn.Module``; default :func:`gca.losses.make_loss`.
+    stop_after_epochs
+        Stop once this many epochs (in total) are done, after writing a checkpoint, as a
+        time-limited job would; the run continues later with ``resume=True`` on the unchanged
+        schedule. ``None``: run to ``train.epochs``.
 
     Returns
     -------
@@ -371,19 +376,24 @@ def pretrain(
     if not isinstance(config, RunConfig):
         raise TypeError(f"config must be a gca.config.RunConfig, got {type(config).__name__}")
     validate_config(config, check_loss=loss_factory is None)
+    if stop_after_epochs is not None and (isinstance(stop_after_epochs, bool) or not isinstance(stop_after_epochs, int)
+                                          or stop_after_epochs < 1):
+        raise ValueError(f"stop_after_epochs must be a positive int or None, got {stop_after_epochs!r}")
     out = Path(out_dir)
     tcfg = config.train
     dist_info = _setup_distributed(tcfg.device)
+    threads_before = torch.get_num_threads()
     try:
-        return _pretrain(config, out, resume, progress, loss_factory, dist_info)
+        return _pretrain(config, out, resume, progress, loss_factory, dist_info, stop_after_epochs)
     finally:
+        torch.set_num_threads(threads_before)
         if dist_info.initialised_here:
             import torch.distributed as dist
 
             dist.destroy_process_group()
 
 
-def _pretrain(config, out, resume, progress, loss_factory, dist_info: _Dist) -> PretrainResult:
+def _pretrain(config, out, resume, progress, loss_factory, dist_info: _Dist, stop_after_epochs) -> PretrainResult:
     tcfg = config.train
     is_main = dist_info.rank == 0
     if dist_info.enabled and resolve_device(tcfg.device).type == "cuda":
@@ -588,12 +598,16 @@ def _pretrain(config, out, resume, progress, loss_factory, dist_info: _Dist) -> 
             log(record)
             epoch_records.append(record)
             done = epoch + 1
-            if done == tcfg.epochs or done % tcfg.checkpoint_every == 0:
+            stopping = stop_after_epochs is not None and done >= stop_after_epochs and done < tcfg.epochs
+            if done == tcfg.epochs or done % tcfg.checkpoint_every == 0 or stopping:
                 make_checkpoint(done, finished=done == tcfg.epochs)
+            if stopping:
+                break
     finally:
         bar.close()
 
-    if is_main:
+    finished = bool(epoch_records) and epoch_records[-1]["epoch"] + 1 == tcfg.epochs
+    if is_main and finished:
         _json_dump(
             {"method": config.loss.method, "epochs": tcfg.epochs, "final_loss": epoch_records[-1]["loss"]
              if epoch_records else None, "steps": total_steps, "resumed_from_epoch": resumed_from,
