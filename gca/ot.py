@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 GRAD_MODES = ("unrolled", "implicit", "detach")
+STAGE_TOL = 1e-3  # stopping tolerance of the intermediate ε-scaling stages
 DOMAINS = ("auto", "log", "kernel")
 
 
@@ -224,7 +225,9 @@ def bregman_projections(
     eps = _check_epsilon(epsilon)
     if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral) or n_steps < 0:
         raise ValueError(f"n_steps must be an integer >= 0, got {n_steps!r}")
-    C = _check_cost(cost)[0]
+    C = _check_cost(cost)
+    _cost_range(C.detach().reshape(-1, *C.shape[-2:]))
+    _diagnose_infeasible(C.detach().reshape(-1, *C.shape[-2:]))
     a_ = _marginal(a, C, C.shape[-2], "a", batch_shape=C.shape[:-2])
     b_ = _marginal(b, C, C.shape[-1], "b", batch_shape=C.shape[:-2])
     out = [-C / eps]
@@ -298,7 +301,9 @@ def sinkhorn(
     epsilon_schedule : sequence of float, optional
         ε-scaling: solve successively for each value (e.g. decreasing to ``epsilon``, see
         :func:`epsilon_scaling_schedule`) with ``max_iter``/``tol``, warm-starting each from the
-        previous potentials, then solve at ``epsilon``. Only the final stage is differentiated.
+        previous potentials, then solve at ``epsilon``. Intermediate stages stop at
+        ``max(tol, 1e-3)`` (they only provide a warm start); only the final stage is differentiated
+        and tested against ``tol``.
     check_every : int ≥ 1
         Test the stopping criterion every this many iterations.
 
@@ -377,6 +382,7 @@ def sinkhorn_unbalanced(
     (``a``/``b`` need not have equal masses). The implicit mode solves the damped fixed point,
     which is non-singular when ``τ_a τ_b < 1``.
     """
+    _check_rho(rho)  # (None is not a valid rho here: use sinkhorn for the balanced problem)
     return _solve(cost, a, b, epsilon=epsilon, rho=rho, max_iter=max_iter, tol=tol, grad=grad,
                   domain=domain, init=init, epsilon_schedule=epsilon_schedule,
                   check_every=check_every, caller="sinkhorn_unbalanced")
@@ -430,8 +436,8 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _check_cost(cost) -> tuple[Tensor, bool]:
-    """Validate the cost; returns (cost in compute dtype, has_inf)."""
+def _check_cost(cost) -> Tensor:
+    """Validate type/dtype/shape; returns the cost in its compute dtype (values: :func:`_cost_range`)."""
     if not isinstance(cost, Tensor):
         raise TypeError(f"cost must be a torch.Tensor, got {type(cost).__name__}; "
                         "convert with torch.as_tensor(cost, dtype=torch.float64)")
@@ -442,27 +448,38 @@ def _check_cost(cost) -> tuple[Tensor, bool]:
         raise ValueError(f"cost must have shape (..., n, m) with n, m >= 1, got {tuple(cost.shape)}")
     if cost.numel() == 0:
         raise ValueError(f"cost has an empty batch dimension: shape {tuple(cost.shape)}")
-    C = cost.to(_compute_dtype(cost.dtype))
-    with torch.no_grad():
-        lo = C.detach().amin()
-        hi = C.detach().amax()
-        lo_v, hi_v = float(lo), float(hi)
+    return cost.to(_compute_dtype(cost.dtype))
+
+
+def _cost_range(Cd: Tensor) -> tuple[Tensor, Tensor, bool]:
+    """Per-problem ``(min C, max finite C, has +inf)`` of a detached ``(B, n, m)`` cost (1–3 passes).
+
+    Raises on NaN / ``-inf`` entries and on problems whose costs are all ``+inf``.
+    """
+    flat = Cd.reshape(Cd.shape[0], -1)
+    lo, hi = flat.amin(-1), flat.amax(-1)  # (torch.aminmax is much slower on CPU)
+    lo_v, hi_v = torch.stack([lo.min(), hi.max()]).tolist()
     if math.isnan(lo_v) or math.isnan(hi_v):
         raise ValueError("cost contains NaN; remove or replace the NaN entries (use +inf to exclude a pair)")
     if lo_v == -math.inf:
         raise ValueError("cost contains -inf; costs must be finite or +inf (an excluded pair)")
     has_inf = hi_v == math.inf
     if has_inf:
-        with torch.no_grad():
-            inf_mask = C.detach() == math.inf
-            bad_rows = inf_mask.all(-1)
-            bad_cols = inf_mask.all(-2)
-            if bool(bad_rows.any()) or bool(bad_cols.any()):
-                which = "row" if bool(bad_rows.any()) else "column"
-                idx = (bad_rows if which == "row" else bad_cols).nonzero()[0].tolist()
-                raise ValueError(f"cost has a {which} with only +inf entries (index {idx}): no feasible "
-                                 "plan; give every row and column at least one finite cost")
-    return C, has_inf
+        hi = flat.nan_to_num(posinf=-math.inf).amax(-1)
+        if bool((hi == -math.inf).any()):
+            raise ValueError("cost has only +inf entries: no feasible plan; give every row and column "
+                             "at least one finite cost")
+    return lo, hi, has_inf
+
+
+def _diagnose_infeasible(Cd: Tensor) -> None:
+    """Raise a clear ValueError if a row or column of the cost is entirely ``+inf``."""
+    mask = Cd == math.inf
+    for which, bad in (("row", mask.all(-1)), ("column", mask.all(-2))):
+        if bool(bad.any()):
+            idx = bad.nonzero()[0].tolist()
+            raise ValueError(f"cost has a {which} with only +inf entries (batch, index) = {idx}: no "
+                             "feasible plan; give every row and column at least one finite cost")
 
 
 def _check_log_plan(log_plan, name):
@@ -599,7 +616,7 @@ class _KernelOps:
     def __init__(self, C: Tensor, eps: float, record: bool, c: Tensor):
         self.eps = eps
         self.c = c  # (B, 1) per-problem shift
-        self.K = torch.exp((C - c[:, :, None]) / (-eps))
+        self.K = torch.add(c[:, :, None] / eps, C, alpha=-1.0 / eps).exp_()  # 2 passes
         self.record = record
         self.rows: list = []  # (v̂_{t-1}, d_t)
         self.cols: list = []  # (ŵ_t, e_t)
@@ -607,15 +624,14 @@ class _KernelOps:
         n, m = C.shape[-2:]
         self.thr_d = m * fi.tiny / fi.eps
         self.thr_e = n * fi.tiny / fi.eps
-        self.min_d = None
-        self.min_e = None
+        self.ds: list = []  # denominators, checked once at the end (no per-step sync)
+        self.es: list = []
 
     def row_lse(self, g):
         gmax = g.amax(-1, keepdim=True)
         vhat = torch.exp((g - gmax) / self.eps)
         d = torch.matmul(self.K, vhat[:, :, None])[:, :, 0]
-        md = d.amin(-1)
-        self.min_d = md if self.min_d is None else torch.minimum(self.min_d, md)
+        self.ds.append(d)
         if self.record:
             self.rows.append((vhat, d))
         return d.log() + (gmax - self.c) / self.eps
@@ -624,8 +640,7 @@ class _KernelOps:
         fmax = f.amax(-1, keepdim=True)
         what = torch.exp((f - fmax) / self.eps)
         e = torch.matmul(what[:, None, :], self.K)[:, 0, :]
-        me = e.amin(-1)
-        self.min_e = me if self.min_e is None else torch.minimum(self.min_e, me)
+        self.es.append(e)
         if self.record:
             self.cols.append((what, e))
         return e.log() + (fmax - self.c) / self.eps
@@ -635,9 +650,11 @@ class _KernelOps:
             self.rows.pop()
 
     def ok(self):
-        good = bool((self.min_d >= self.thr_d).all())
-        if self.min_e is not None:
-            good = good and bool((self.min_e >= self.thr_e).all())
+        # NaN-safe: a NaN denominator fails the test
+        good = bool((torch.stack(self.ds) >= self.thr_d).all())
+        if self.es:
+            good = good and bool((torch.stack(self.es) >= self.thr_e).all())
+        self.ds, self.es = [], []
         return good
 
     # Pr = diag(1/d) K diag(v̂), Pc = diag(ŵ) K diag(1/e): C̄ = K ⊙ Σ_t (x_t y_tᵀ) = K ⊙ (X Yᵀ)
@@ -833,7 +850,7 @@ def _solve(cost, a, b, *, epsilon, rho, max_iter, tol, grad, domain, init, epsil
         raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
     if domain not in DOMAINS:
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
-    C, has_inf = _check_cost(cost)
+    C = _check_cost(cost)
     rho_pair = (math.inf, math.inf) if rho is None else _check_rho(rho)
     batch_shape, (n, m) = C.shape[:-2], C.shape[-2:]
     a_ = _marginal(a, C, n, "a", batch_shape)
@@ -851,7 +868,7 @@ def _solve(cost, a, b, *, epsilon, rho, max_iter, tol, grad, domain, init, epsil
     tau_a, tau_b = (1.0 if math.isinf(r) else r / (r + eps) for r in rho_pair)
 
     # flatten batch dims
-    Bt = int(torch.tensor(batch_shape).prod()) if len(batch_shape) else 1
+    Bt = math.prod(batch_shape)
     Cf = C.reshape(Bt, n, m)
     af, bf = a_.reshape(Bt, n), b_.reshape(Bt, m)
     if init is None:
@@ -876,14 +893,13 @@ def _solve(cost, a, b, *, epsilon, rho, max_iter, tol, grad, domain, init, epsil
         stack.enter_context(torch.autocast(device_type=C.device.type, enabled=False))
         stack.enter_context(torch.no_grad())
         Cd, la, lb = Cf.detach(), af.detach().log(), bf.detach().log()
-        # kernel-domain rule (sinkhorn Notes)
-        with torch.no_grad():
-            lo = Cd.amin((-2, -1))
-            hi = Cd.masked_fill(Cd == math.inf, -math.inf).amax((-2, -1)) if has_inf else Cd.amax((-2, -1))
+        lo, hi, has_inf = _cost_range(Cd)  # validation + the kernel-domain rule's range (sinkhorn Notes)
         limit = kernel_range_limit(C.dtype, max(n, m))
 
-        def run(e, g_init, rec, tol_, final):
-            R = float(((hi - lo) / e).amax())
+        R0 = float((hi - lo).amax())
+
+        def run(e, g_init, rec, tol_):
+            R = R0 / e
             use_kernel = domain != "log" and R <= limit
             if domain == "kernel" and not use_kernel:
                 raise ValueError(
@@ -903,10 +919,12 @@ def _solve(cost, a, b, *, epsilon, rho, max_iter, tol, grad, domain, init, epsil
 
         g_init = g0
         for e in schedule:
-            g_init = run(e, g_init, False, tol, False).g
-        tr = run(eps, g_init, record, tol, True)
+            g_init = run(e, g_init, False, max(tol, STAGE_TOL)).g  # coarse stages: loose tolerance
+        tr = run(eps, g_init, record, tol)
 
     if not (bool(torch.isfinite(tr.f).all()) and bool(torch.isfinite(tr.g).all())):
+        if has_inf:
+            _diagnose_infeasible(Cd)
         raise SinkhornNumericalError(
             f"{caller} produced non-finite potentials (epsilon={eps}, dtype={C.dtype}, domain={tr.ops.name}); "
             "the cost range/epsilon is too large for this dtype: use float64, a larger epsilon, or rescale the cost")
