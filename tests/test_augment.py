@@ -404,3 +404,35 @@ def test_blur_option_blurs():
     tv = lambda t: (t[..., 1:] - t[..., :-1]).abs().mean(dim=(1, 2, 3))
     assert (tv(y) <= tv(x) + 1e-6).all() and tv(y).mean() < 0.5 * tv(x).mean()  # sigma ~ U(0.1, 2) px
     torch.testing.assert_close(y.mean((2, 3)), x.mean((2, 3)), atol=0.02, rtol=0)  # blur keeps the mean
+
+
+def test_fused_colour_jitter_equals_a_per_image_loop():
+    """The batched jitter (fused blends, per-image order) against torchvision's sequence, image by image."""
+    x = images(b=24).float() / 255
+    g = torch.Generator().manual_seed(3)
+    factors = torch.stack([0.6 + 0.8 * torch.rand(24, generator=g), 0.6 + 0.8 * torch.rand(24, generator=g),
+                           0.6 + 0.8 * torch.rand(24, generator=g), -0.1 + 0.2 * torch.rand(24, generator=g)], 1)
+    order = torch.argsort(torch.rand(24, 4, generator=g), 1)
+    apply = torch.rand(24, generator=g) < 0.8
+    y = A._color_jitter(x.clone(), factors, order, apply, (True, True, True, True))
+    ops = [A.adjust_brightness, A.adjust_contrast, A.adjust_saturation, A.adjust_hue]
+    for b in range(24):
+        ref = x[b:b + 1]
+        if apply[b]:
+            for k in order[b].tolist():
+                ref = ops[k](ref, factors[b:b + 1, k])
+        torch.testing.assert_close(y[b:b + 1], ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_augment.py"
+    out = tmp_path / "augment.md"
+    subprocess.run([sys.executable, str(script), "--batch", "16", "--rounds", "1", "--out", str(out)],
+                   check=True, capture_output=True, timeout=300)
+    text = out.read_text()
+    assert "| PIL per image, 1 process |" in text and "gca.augment simclr, batched, 2 threads" in text
