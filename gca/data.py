@@ -578,6 +578,9 @@ def _load_pacs(root: Path, split: str, *, size: int = 64, lazy: bool = False, te
     """
     _no_kwargs("pacs", kw)
     size = _check_size(size, 8)
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
+    seed = _check_seed(seed)
     base = next((p for p in (root / "PACS", root / "pacs", root / "PACS" / "kfold") if (p / "photo").is_dir()), None)
     if base is None:
         raise _missing("pacs", [root / "PACS", root / "pacs"])
