@@ -75,6 +75,23 @@ _GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL and torchvisio
 # --------------------------------------------------------------------------------------------------
 
 
+def _no_autocast(fn):
+    """Run ``fn`` with autocast disabled on the input's device: augmentations compute in float32
+    even inside a mixed-precision training step (convolutions and einsums would otherwise run in half)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self_or_x, *args, **kwargs):
+        x = self_or_x if isinstance(self_or_x, torch.Tensor) else (args[0] if args else kwargs.get("x"))
+        dev = x.device.type if isinstance(x, torch.Tensor) else "cpu"
+        if dev in ("cuda", "cpu") and torch.is_autocast_enabled(dev):
+            with torch.autocast(device_type=dev, enabled=False):
+                return fn(self_or_x, *args, **kwargs)
+        return fn(self_or_x, *args, **kwargs)
+
+    return wrapper
+
+
 def to_float(x: torch.Tensor) -> torch.Tensor:
     """``uint8`` 0–255 → float32 in [0, 1]; floating input is cast to float32 (values kept).
 
@@ -480,6 +497,7 @@ class SimCLRAugment:
             raise ValueError(f"brightness_c must be in [-1, 1] (a shift of the HSV value), got {self.brightness_c!r}")
 
     # one random view ---------------------------------------------------------------------------
+    @_no_autocast
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         x = to_float(x)
         B, C, H, W = x.shape
@@ -629,6 +647,7 @@ def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.device).float() / 255.0
 
 
+@_no_autocast
 def corrupt(x: torch.Tensor, name: str, severity: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """Apply the CIFAR-10-C corruption ``name`` at ``severity`` (1–5) to a batch (an approximation).
 

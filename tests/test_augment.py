@@ -436,3 +436,13 @@ def test_benchmark_script_runs(tmp_path):
                    check=True, capture_output=True, timeout=300)
     text = out.read_text()
     assert "| PIL per image, 1 process |" in text and "gca.augment simclr, batched, 2 threads" in text
+
+
+def test_float32_inside_autocast():
+    x = images(b=4)
+    ref = A.build_augment("simclr", blur_p=1.0)(x, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = A.build_augment("simclr", blur_p=1.0)(x, generator=torch.Generator().manual_seed(0))
+        c = A.corrupt(x, "pixelate", 3)
+    assert y.dtype == torch.float32 and c.dtype == torch.float32
+    torch.testing.assert_close(y, ref)
