@@ -346,11 +346,11 @@ def _scaled_similarity(z1: Tensor, z2: Tensor, layout: str, cost: str, epsilon: 
     else:
         left = right = torch.cat([h1, h2])
         pos_hat = torch.cat([pos_hat, pos_hat])
-    scaled_left = left * (sign / epsilon)
+    # one matmul, the scaling folded into the (N, d) factor
     if offset:
-        mat = torch.addmm(left.new_tensor(-sign * offset), scaled_left, right.T)
+        mat = torch.addmm(left.new_tensor(-sign * offset), left * (sign / epsilon), right.T)
     else:
-        mat = scaled_left @ right.T
+        mat = (left * (sign / epsilon)) @ right.T
     if layout == "joint":
         mat = mat.fill_diagonal_(-math.inf if as_log_kernel else math.inf)  # self-pairs: K_ii = 0
     pi = _plans.positive_index(batch, layout, device=z1.device)
@@ -369,8 +369,8 @@ def _resolve_target(target: TargetLike, batch: int, layout: str, ref: Tensor) ->
     return target.to(device=ref.device, dtype=ref.dtype)
 
 
-def _solve(cost: _ScaledCost, *, epsilon: float, constraint: str, n_iter: int, rho, mass: str,
-           grad: str):
+def _solve(cost: _ScaledCost, pos_hat: Tensor, pi: Tensor, *, epsilon: float, constraint: str,
+           n_iter: int, rho, mass: str, grad: str):
     """Dimensionless potentials ``(f/ε, g/ε, g_prev/ε, solver result)`` of the constraint set.
 
     Entropic OT with ``(C, ε, ρ)`` is the problem ``(C/ε, 1, ρ/ε)`` with potentials divided by
@@ -381,8 +381,10 @@ def _solve(cost: _ScaledCost, *, epsilon: float, constraint: str, n_iter: int, r
     log_mu = -math.log(n) if mass == "probability" else 0.0
     if constraint == "rows":
         # one KL projection of K onto the rows (Bregman half-step, paper §2), v⁽⁰⁾ = 1:
-        # f/ε = log μ − logsumexp_j(−Ĉ_ij) ; g = g_prev = 0
-        fh = log_mu - torch.logsumexp(cost.log_kernel, dim=1)
+        # f/ε = log μ − logsumexp_j(log K_ij) ; g = g_prev = 0. The log-normaliser is read from
+        # the fused log-softmax of F.cross_entropy: CE_i = LSE_i − log K_iπ(i) = LSE_i + Ĉ_iπ(i).
+        ce = F.cross_entropy(cost.log_kernel, pi, reduction="none")
+        fh = log_mu - (ce - pos_hat)
         zeros = torch.zeros(n, dtype=ref.dtype, device=ref.device)
         return fh, zeros, zeros, None
     from . import ot  # lazily: the row-only losses do not need the solver module
@@ -555,7 +557,7 @@ def alignment(
         c, pos_hat, pi = _scaled_similarity(z1, z2, layout, cost, epsilon, as_log_kernel=rows_only)
         ref = c._lk if rows_only else c._c
         tgt = _resolve_target(target, batch, layout, ref)
-        fh, gh, gph, solver = _solve(c, epsilon=epsilon, constraint=constraint,
+        fh, gh, gph, solver = _solve(c, pos_hat, pi, epsilon=epsilon, constraint=constraint,
                                      n_iter=1 if rows_only else n_iter, rho=rho, mass=mass, grad=grad)
 
         per_anchor = torch.zeros_like(fh)
@@ -563,7 +565,10 @@ def alignment(
         loss = fh.new_zeros(())
         if kl_weight > 0:
             # −log P_iπ = −(f_i + g_π − C_iπ)/ε ; on rows: −log(P_iπ / Σ_j P_ij), f cancels
-            if kl_on_rows:
+            if kl_on_rows and tgt is None:
+                # −log softmax_j(g_j/ε − C_ij/ε)[π(i)]: the fused cross-entropy kernel
+                kl_i = F.cross_entropy(gh[None, :] - c.c, pi, reduction="none")
+            elif kl_on_rows:
                 row_lse = torch.logsumexp(gh[None, :] - c.c, dim=1)
                 kl_i = row_lse - _target_log_term(c, pos_hat, gh, pi, tgt)
             else:
