@@ -156,7 +156,8 @@ def main() -> None:
     base1, base2 = med["PIL per image, 1 process"], med["PIL per image, 2 worker processes"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
-        "# Augmentation throughput: one SimCLR view, batch %d, 32x32, CPU" % args.batch,
+        "## Augmentation throughput: one SimCLR view, batch %d, 32x32, CPU (%s)"
+        % (args.batch, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())),
         "",
         f"Measured by `benchmarks/bench_augment.py` on {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, torch {torch.__version__}, Pillow {Image.__version__}; input: {source}; "
@@ -182,6 +183,9 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         if args.append and args.out.exists():
             text = args.out.read_text() + "\n" + text
+        else:
+            text = ("# gca.augment throughput (benchmarks/bench_augment.py)\n\nEvery run is kept, in order, with "
+                    "the machine's load: the CPU is shared with other jobs.\n\n" + text)
         args.out.write_text(text)
 
 
