@@ -48,11 +48,9 @@ import hashlib
 import importlib.util
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
