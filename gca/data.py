@@ -78,6 +78,8 @@ __all__ = [
     "load_dataset",
     "fetch",
     "prepare_offline_cifar10",
+    "make_imagenet100",
+    "IMAGENET100_CLASSES",
     "balanced_subset",
     "train_val_split",
     "read_idx",
@@ -104,6 +106,23 @@ CIFAR10C_CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
     "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
     "jpeg_compression", "speckle_noise", "gaussian_blur", "spatter", "saturate",
+)
+
+#: The 100 ILSVRC-2012 classes of ImageNet-100 (Tian et al., CMC; github.com/HobbitLong/CMC, imagenet100.txt).
+IMAGENET100_CLASSES: tuple[str, ...] = (
+    'n02869837', 'n01749939', 'n02488291', 'n02107142', 'n13037406', 'n02091831', 'n04517823', 'n04589890',
+    'n03062245', 'n01773797', 'n01735189', 'n07831146', 'n07753275', 'n03085013', 'n04485082', 'n02105505',
+    'n01983481', 'n02788148', 'n03530642', 'n04435653', 'n02086910', 'n02859443', 'n13040303', 'n03594734',
+    'n02085620', 'n02099849', 'n01558993', 'n04493381', 'n02109047', 'n04111531', 'n02877765', 'n04429376',
+    'n02009229', 'n01978455', 'n02106550', 'n01820546', 'n01692333', 'n07714571', 'n02974003', 'n02114855',
+    'n03785016', 'n03764736', 'n03775546', 'n02087046', 'n07836838', 'n04099969', 'n04592741', 'n03891251',
+    'n02701002', 'n03379051', 'n02259212', 'n07715103', 'n03947888', 'n04026417', 'n02326432', 'n03637318',
+    'n01980166', 'n02113799', 'n02086240', 'n03903868', 'n02483362', 'n04127249', 'n02089973', 'n03017168',
+    'n02093428', 'n02804414', 'n02396427', 'n04418357', 'n02172182', 'n01729322', 'n02113978', 'n03787032',
+    'n02089867', 'n02119022', 'n03777754', 'n04238763', 'n02231487', 'n03032252', 'n02138441', 'n02104029',
+    'n03837869', 'n03494278', 'n04136333', 'n03794056', 'n03492542', 'n02018207', 'n04067472', 'n03930630',
+    'n03584829', 'n02123045', 'n04229816', 'n02100583', 'n03642806', 'n04336792', 'n03259280', 'n02116738',
+    'n02108089', 'n03424325', 'n01855672', 'n02090622',
 )
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -542,7 +561,8 @@ def _folder_samples(base: Path, classes: list[str] | None = None):
     classes = classes or sorted(p.name for p in base.iterdir() if p.is_dir())
     paths, labels = [], []
     for k, c in enumerate(classes):
-        files = sorted(p for p in (base / c).rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES) if (base / c).is_dir() else []
+        files = sorted(Path(d) / f for d, _, fs in os.walk(base / c, followlinks=True) for f in fs
+                       if Path(f).suffix.lower() in _IMAGE_SUFFIXES) if (base / c).is_dir() else []
         paths += files
         labels += [k] * len(files)
     return paths, labels, classes
@@ -728,7 +748,8 @@ DATASETS: dict[str, DatasetInfo] = {
         "imagenet100", "ImageNet-100", ("train", "test", "val"), "imagenet100/{train,val}/<wnid>/*.JPEG",
         _load_imagenet100,
         manual=("ImageNet has no public download (its licence requires registration at image-net.org): download "
-                "ILSVRC-2012, then copy the 100 classes of the CMC list (Tian et al., 2020) into "
+                "ILSVRC-2012 (train/ and val/ in class folders), then run "
+                "gca.data.make_imagenet100(ilsvrc_dir, data_dir) to link the 100 CMC classes into "
                 "<data root>/imagenet100/{train,val}/<wnid>/.")),
     "pacs": DatasetInfo(
         "pacs", "PACS", ("train", "test", "all"), "PACS/{art_painting,cartoon,photo,sketch}/<class>/*", _load_pacs,
@@ -930,6 +951,37 @@ def prepare_offline_cifar10(data_dir: str | os.PathLike | None = None, *, script
     proc = subprocess.run([sys.executable, str(script), str(root)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{script} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return root
+
+
+def make_imagenet100(ilsvrc_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
+                     link: bool = True) -> Path:
+    """Build ``<data root>/imagenet100/{train,val}/<wnid>/`` from an ILSVRC-2012 folder.
+
+    ``ilsvrc_dir`` must hold ``train/<wnid>/`` and ``val/<wnid>/`` (the validation images sorted
+    into class folders, as the usual ``valprep.sh`` does). The 100 classes of
+    :data:`IMAGENET100_CLASSES` are symlinked (``link=True``) or copied. Returns the data root.
+    """
+    import shutil
+
+    src, root = Path(ilsvrc_dir).expanduser().resolve(), resolve_data_dir(data_dir)
+    for split in ("train", "val"):
+        missing = [w for w in IMAGENET100_CLASSES if not (src / split / w).is_dir()]
+        if missing:
+            raise DatasetNotFoundError(
+                f"{src / split} lacks {len(missing)} of the 100 ImageNet-100 class folders (e.g. {', '.join(missing[:3])}); "
+                "pass the ILSVRC-2012 folder holding train/<wnid>/ and val/<wnid>/.")
+    for split in ("train", "val"):
+        out = root / "imagenet100" / split
+        out.mkdir(parents=True, exist_ok=True)
+        for w in IMAGENET100_CLASSES:
+            dest = out / w
+            if dest.exists() or dest.is_symlink():
+                continue
+            if link:
+                dest.symlink_to(src / split / w, target_is_directory=True)
+            else:
+                shutil.copytree(src / split / w, dest)
     return root
 
 

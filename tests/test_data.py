@@ -481,3 +481,20 @@ def test_repr_is_short():
     r = repr(load_dataset("rotated-digits"))
     assert r.startswith("ImageDataset(name='rotated-digits', split='train', n=1438, image=(1, 16, 16), classes=10, domains=4")
     assert len(r) < 200
+
+
+def test_make_imagenet100_links_the_cmc_classes(tmp_path):
+    src = tmp_path / "ilsvrc"
+    for split in ("train", "val"):
+        for w in gd.IMAGENET100_CLASSES[:99] + ("n99999999",):
+            write_png(src / split / w / "a.png", RNG.integers(0, 256, size=(8, 8, 3), dtype=np.uint8))
+    with pytest.raises(DatasetNotFoundError, match="lacks 1 of the 100"):
+        gd.make_imagenet100(src, tmp_path / "root")
+    last = gd.IMAGENET100_CLASSES[99]
+    for split in ("train", "val"):
+        write_png(src / split / last / "a.png", RNG.integers(0, 256, size=(8, 8, 3), dtype=np.uint8))
+    root = gd.make_imagenet100(src, tmp_path / "root")
+    ds = load_dataset("imagenet100", "test", data_dir=root, size=8)
+    assert len(ds) == 100 and ds.classes == sorted(gd.IMAGENET100_CLASSES) and "n99999999" not in ds.classes
+    assert ds.load([0]).shape == (1, 3, 8, 8)
+    assert len(set(gd.IMAGENET100_CLASSES)) == 100
