@@ -38,7 +38,12 @@ Design choices (also stated in the docstrings of the loaders):
   domain index and ``.domain_names`` the angles. ``rotated-fashion-mnist`` builds the same from
   Fashion-MNIST where that is installed.
 * ``imagenet100`` is lazy (:class:`LazyImageDataset`): images are decoded with PIL on access,
-  resized (shorter side) and centre-cropped to ``size`` (224 by default).
+  resized (shorter side) and centre-cropped to ``size`` (224 by default). ImageNet cannot be
+  downloaded without registration; :func:`make_imagenet100` links the 100 CMC classes
+  (:data:`IMAGENET100_CLASSES`) out of an ILSVRC-2012 folder.
+* ``fetch`` verifies the md5 sums published with each dataset (the only checksums published for
+  them). The Debian package's Fashion-MNIST ``.gz`` files are recompressed (their md5 differs from
+  the official archives); they are read, not verified.
 """
 
 from __future__ import annotations
