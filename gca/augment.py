@@ -14,7 +14,8 @@ Pipelines (:func:`build_augment`)
   (brightness 0.4, contrast 0.4, saturation 0.4, hue 0.1; random order per image) with p = 0.8,
   grayscale p = 0.2, optional Gaussian blur (``blur_p``; off for CIFAR).
 * ``"strong_crop"`` — the SimCLR recipe with the crop replaced by a random ``13 × 13`` crop of the
-  32-px image (``round(32 · 96/224) = 13``, the severity-5 crop) resized back to 32 px.
+  32-px image, resized back to 32 px (``⌊32 · 96/224⌋ = 13``: the severity-5 crop, 96 of 224 px,
+  scaled to 32 px).
 * ``"large_erase"`` — the SimCLR recipe followed by random erasing with p = 1 of a rectangle of
   25–50 % of the image (ratio 0.3–3.3), filled with 0. (The authors' code did no erasing during
   pretraining, official-code item 9; the area range is our choice, stated here.)
@@ -555,7 +556,7 @@ def build_augment(name: str, size: int = 32, **overrides):
     """The augmentation pipeline ``name`` (see :data:`AUGMENTATIONS`) producing ``size``-pixel views.
 
     ``overrides`` replace fields of :class:`SimCLRAugment` (e.g. ``blur_p=0.5``). The strong crop is
-    ``round(size · 96/224)`` pixels (13 at 32 px).
+    ``⌊size · 96/224⌋`` pixels (13 at 32 px).
     """
     if not isinstance(name, str):
         raise TypeError(f"augmentation name must be a string, got {type(name).__name__}")
