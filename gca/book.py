@@ -121,31 +121,31 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def glue_value(name: str, value: Any, *, display: bool = False) -> Any:
+def glue_value(name: str, value: Any, *, display: bool = False) -> None:
     """``myst_nb.glue(name, value)`` with numpy/torch scalars turned into Python numbers.
 
     In the text write ``{glue:text}`name:.3g``` (a format spec applies to numbers only when the
-    stored value is a plain literal, hence the conversion). Returns the stored value.
+    stored value is a plain literal, hence the conversion). Returns nothing, so that a cell
+    ending with it shows no output.
     """
     from myst_nb import glue
 
     if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_.-]+$", name):
         raise ValueError(f"glue name {name!r} must be letters, digits, '_', '-' or '.'")
-    value = _plain(value)
-    glue(name, value, display=display)
-    return value
+    glue(name, _plain(value), display=display)
 
 
-def glue_values(values: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any]:
-    """Glue every ``prefix + key`` of ``values`` (see :func:`glue_value`); returns what was stored."""
-    return {prefix + k: glue_value(prefix + k, v) for k, v in values.items()}
+def glue_values(values: Mapping[str, Any], *, prefix: str = "") -> None:
+    """Glue every ``prefix + key`` of ``values`` (see :func:`glue_value`)."""
+    for key, value in values.items():
+        glue_value(prefix + key, value)
 
 
-def glue_figure(fig: Any, record: Any) -> str:
+def glue_figure(fig: Any, record: Any) -> None:
     """Glue ``fig`` under the label of its :class:`gca.figures.FigureRecord` and close it.
 
     The page then shows it once, where a ``{glue:figure}`` directive names the label
-    (``fig-<figure_id>``), and can refer to it with ``{numref}`` / ``{ref}``. Returns the label.
+    (``fig-<figure_id>``), and can refer to it with ``{numref}`` / ``{ref}``.
     """
     from myst_nb import glue
 
@@ -156,7 +156,6 @@ def glue_figure(fig: Any, record: Any) -> str:
     import matplotlib.pyplot as plt
 
     plt.close(fig)
-    return label
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,6 +289,11 @@ def execute_notebooks(
     os.environ["GCA_BOOK_PROFILE"] = profile
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     os.environ["TQDM_DISABLE"] = "1"  # progress bars would only clutter the pages
+    # tqdm.auto warns at import in a kernel without ipywidgets ("IProgress not found"): noise on
+    # every page, unrelated to the results; every other warning stays visible.
+    os.environ["PYTHONWARNINGS"] = ",".join(
+        w for w in (os.environ.get("PYTHONWARNINGS"), "ignore:IProgress not found:Warning") if w
+    )
     os.environ.setdefault("PYTHONHASHSEED", "0")
 
     reports = []
