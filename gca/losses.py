@@ -193,6 +193,8 @@ def _check_views(z1, z2) -> None:
     if z1.shape != z2.shape:
         raise ValueError(f"the two views must have the same shape, got z1 {tuple(z1.shape)} and "
                          f"z2 {tuple(z2.shape)}")
+    if z1.dtype != z2.dtype:
+        raise TypeError(f"the two views have different dtypes ({z1.dtype}, {z2.dtype}); cast one")
     if z1.device != z2.device:
         raise ValueError(f"the two views are on different devices ({z1.device}, {z2.device})")
     if z1.shape[0] < 2:
@@ -235,8 +237,6 @@ class Alignment:
         Each anchor's contribution; ``loss = per_anchor.mean()``.
     terms : dict[str, Tensor]
         Unweighted scalar components (``"kl"``, ``"rince"``, ``"uniformity"`` where present).
-    log_kernel : Tensor, shape ``(N, N)``
-        ``−C/ε`` (``-inf`` on excluded self-pairs of the joint layout).
     f, g, g_prev : Tensor, shapes ``(N,)``
         Potentials (``ε log u``, ``ε log v``, and ``ε log v`` before the last row step; ``g = g_prev
         = 0`` for the single row projection).
@@ -249,12 +249,15 @@ class Alignment:
     solver : :class:`gca.ot.SinkhornResult` or None
         Diagnostics of the solve. The solver is run on the equivalent dimensionless problem
         (cost ``C/ε``, regulariser 1, ``ρ/ε``), so its potentials are ``f/ε, g/ε``.
+
+    Dense views (formed on access): ``log_kernel`` (``−C/ε``, ``-inf`` on excluded self-pairs),
+    ``cost``, ``kernel``, ``plan``, ``plan_before_column_step``, ``target_plan``.
     """
 
     loss: Tensor
     per_anchor: Tensor
     terms: dict
-    log_kernel: Tensor
+    scaled_cost: "_ScaledCost"
     f: Tensor
     g: Tensor
     g_prev: Tensor
@@ -265,6 +268,11 @@ class Alignment:
     constraint: str
     n_iter: int
     solver: object = field(default=None, repr=False)
+
+    @property
+    def log_kernel(self) -> Tensor:
+        """``log K = −C/ε``, shape ``(N, N)`` (``-inf`` on excluded self-pairs)."""
+        return self.scaled_cost.log_kernel
 
     @property
     def cost(self) -> Tensor:
@@ -308,6 +316,8 @@ class Alignment:
 class _ScaledCost:
     """The dimensionless cost ``Ĉ = C/ε`` or its negation ``−Ĉ = log K``, whichever was built
     (one matmul, the scaling folded into the small factor); the other is formed on demand."""
+
+    __slots__ = ("_c", "_lk")
 
     def __init__(self, value: Tensor, is_log_kernel: bool):
         self._c = None if is_log_kernel else value
@@ -589,7 +599,7 @@ def alignment(
             loss = loss + uniformity_weight * terms["uniformity"]
             per_anchor = per_anchor + uniformity_weight * uni_i
 
-    return Alignment(loss=loss, per_anchor=per_anchor, terms=terms, log_kernel=c.log_kernel,
+    return Alignment(loss=loss, per_anchor=per_anchor, terms=terms, scaled_cost=c,
                      f=fh * epsilon, g=gh * epsilon, g_prev=gph * epsilon, epsilon=epsilon,
                      layout=layout, positives=pi, target=tgt, constraint=constraint,
                      n_iter=0 if rows_only else n_iter, solver=solver)

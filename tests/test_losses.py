@@ -164,6 +164,26 @@ def test_paper_defaults_match_slow_loop():
         assert abs(got - want) <= 1e-10 * max(1.0, abs(want)), name
 
 
+def test_gca_uot_with_a_pair_of_penalties_equals_slow_loop():
+    z1, z2 = views(4, 5, seed=18)
+    got = float(gca_uot_loss(z1, z2, epsilon=0.3, n_iter=6, rho=(0.3, 2.0), lam=0.5, q=0.3, r2=0.7))
+    want = ref_loss("gca-uot", z1, z2, eps=0.3, T=6, rho=(0.3, 2.0), lam=0.5, q=0.3, r2=0.7)
+    assert abs(got - want) <= 1e-10 * max(1.0, abs(want))
+    got = float(gca_uot_loss(z1, z2, epsilon=0.3, n_iter=6, rho=(math.inf, 0.5), layout="cross"))
+    want = ref_loss("gca-uot", z1, z2, eps=0.3, T=6, rho=(math.inf, 0.5), layout="cross")
+    assert abs(got - want) <= 1e-10 * max(1.0, abs(want))
+
+
+def test_module_target_buffer_and_per_call_override():
+    z1, z2 = views(3, 4, seed=19)
+    target = plans.supervised_plan(torch.tensor([0, 1, 0]), "joint", dtype=D)
+    loss = make_loss("gca-ince", target=target, n_iter=4)
+    assert "target" in dict(loss.named_buffers())  # follows .to(device)
+    torch.testing.assert_close(loss(z1, z2), gca_ince_loss(z1, z2, n_iter=4, target=target))
+    other = plans.positive_pairs(3, "joint", dtype=D)
+    torch.testing.assert_close(loss(z1, z2, target=other), gca_ince_loss(z1, z2, n_iter=4))
+
+
 @pytest.mark.parametrize("name", ["ince", "gca-ince", "gca-uot"])
 def test_custom_target_equals_generalised_kl(name):
     z1, z2 = views(3, 4, seed=3)
@@ -202,12 +222,35 @@ def test_ince_joint_equals_nt_xent_and_kl_to_one_row_projection():
     torch.testing.assert_close(ince, kl.sum() / (2 * b), rtol=1e-12, atol=1e-12)
 
 
-def test_ince_cross_equals_cross_entropy():
+def test_ince_cross_equals_cross_entropy_and_kl_to_one_row_projection():
+    from gca import ot
+
     z1, z2 = views(6, 8, seed=5)
     eps = 0.7
     logits = F.normalize(z1, dim=1) @ F.normalize(z2, dim=1).T / eps
-    torch.testing.assert_close(ince_loss(z1, z2, epsilon=eps, layout="cross"),
-                               F.cross_entropy(logits, torch.arange(6)), rtol=1e-12, atol=1e-12)
+    ince = ince_loss(z1, z2, epsilon=eps, layout="cross")
+    torch.testing.assert_close(ince, F.cross_entropy(logits, torch.arange(6)), rtol=1e-12, atol=1e-12)
+    p1 = ot.row_projection(logits, torch.ones(6, dtype=D)).exp()
+    eye = torch.eye(6, dtype=D)
+    kl = torch.special.xlogy(eye, eye) - eye * torch.log(p1) - eye + p1
+    torch.testing.assert_close(ince, kl.sum() / 6, rtol=1e-12, atol=1e-12)
+
+
+def test_gradient_modes():
+    z1, z2 = views(4, 5, seed=17)
+    grads = {}
+    for mode in ("unrolled", "implicit", "detach"):
+        a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
+        gca_ince_loss(a, b, n_iter=300, grad=mode).backward()
+        grads[mode] = torch.cat([a.grad, b.grad])
+    # at convergence the implicit-function gradient equals the unrolled one
+    torch.testing.assert_close(grads["implicit"], grads["unrolled"], rtol=1e-6, atol=1e-8)
+    # detached potentials: only the explicit cost term −C_iπ/ε carries gradient
+    assert not torch.allclose(grads["detach"], grads["unrolled"])
+    a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
+    pos = -(F.normalize(a, dim=1) * F.normalize(b, dim=1)).sum(1) / 0.5
+    (-(-pos).mean()).backward()  # loss = mean(−f−g_π)/ε + mean(C_iπ)/ε; only the last term remains
+    torch.testing.assert_close(grads["detach"], torch.cat([a.grad, b.grad]))
 
 
 @pytest.mark.parametrize("layout", ["joint", "cross"])
@@ -371,6 +414,8 @@ def test_bad_embeddings_raise(name):
         loss(z1[0], z2[0])
     with pytest.raises(TypeError, match="floating point"):
         loss(z1.long(), z2.long())
+    with pytest.raises(TypeError, match="different dtypes"):
+        loss(z1, z2.float())
     zero = z1.clone()
     zero[1] = 0
     with pytest.raises(ValueError, match="zero vector"):
