@@ -32,16 +32,16 @@ def test_finite_loss_and_grads_float32(name, epsilon):
     # gca-uot's RINCE-type part is switched off here (r2 = 0); it is tested below
     kw = {"r2": 0.0} if name == "gca-uot" else {}
     loss_fn = make_loss(name, epsilon=epsilon, **kw)
-    for b in (2, 64):
+    for b in (2, 32):
         for scale in (1e-3, 1.0, 1e4):
             z1, z2 = _views(b, scale=scale, seed=b)
             assert _finite_value_and_grads(loss_fn, z1, z2), (name, epsilon, b, scale)
 
 
 @pytest.mark.parametrize("name", ["gca-ince", "gca-uot"])
-def test_small_epsilon_at_training_batch_size(name):
-    # N = 1024, ε = 1e-3: far outside the kernel-domain range, the log-domain path must hold
-    z1, z2 = _views(512, d=32, seed=3)
+def test_small_epsilon_at_a_large_batch(name):
+    # N = 512, ε = 1e-3: far outside the kernel-domain range, the log-domain path must hold
+    z1, z2 = _views(256, d=32, seed=3)
     loss_fn = make_loss(name, epsilon=1e-3, **({"r2": 0.0} if name == "gca-uot" else {}))
     assert _finite_value_and_grads(loss_fn, z1, z2)
 
@@ -77,7 +77,7 @@ def test_rince_float64_holds_where_float32_cannot():
 
 def test_rince_value_is_exact_when_terms_nearly_cancel():
     # λ = 1, small q: (e^{qa} − e^{qb})/q ≈ a − b must not lose digits to cancellation
-    z1, z2 = _views(8, seed=6, dtype=torch.float64)
+    z1, z2 = (z.detach() for z in _views(8, seed=6, dtype=torch.float64))
     ince = float(make_loss("ince")(z1, z2))
     r32 = float(make_loss("rince", lam=1.0, q=1e-6)(z1.float(), z2.float()))
     assert r32 == pytest.approx(ince, rel=1e-5)
@@ -121,6 +121,14 @@ def test_cuda_autocast_matches_cpu(name):
     assert torch.isfinite(a.grad).all()
     assert float(loss) == pytest.approx(float(ref), rel=1e-2)
     torch.testing.assert_close(make_loss(name)(a.detach(), b.detach()).cpu(), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gca-ince", "gca-uot"])
+def test_small_epsilon_at_training_batch_size(name):
+    z1, z2 = _views(512, d=32, seed=3)  # N = 1024 as in the paper's CIFAR runs
+    loss_fn = make_loss(name, epsilon=1e-3, **({"r2": 0.0} if name == "gca-uot" else {}))
+    assert _finite_value_and_grads(loss_fn, z1, z2)
 
 
 @pytest.mark.slow
