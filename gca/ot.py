@@ -556,28 +556,32 @@ def _check_int(x, name, minimum):
 # Iteration back ends: the two implementations of one half-step's log-sum-exp, with their VJPs
 # ----------------------------------------------------------------------------------------------
 class _LogOps:
-    """Log domain: ``LSE_j((g_j − C_ij)/ε)`` by ``torch.logsumexp`` over an ``n × m`` temporary."""
+    """Log domain: ``LSE_j(γ_j − C_ij/ε)`` by ``torch.logsumexp`` over an ``n × m`` temporary.
+
+    Potentials are carried dimensionless, ``φ = f/ε``, ``γ = g/ε``. ``row(γ)`` returns
+    ``log a − LSE_j(γ_j − C_ij/ε)`` and ``col(φ)`` returns ``log b − LSE_i(φ_i − C_ij/ε)``.
+    """
 
     name = "log"
 
-    def __init__(self, C: Tensor, eps: float, record: bool):
+    def __init__(self, C: Tensor, eps: float, record: bool, la: Tensor, lb: Tensor):
         self.Ce = C / eps  # (B, n, m)
-        self.eps = eps
+        self.la, self.lb = la, lb
         self.record = record
-        self.rows: list = []  # (g_{t-1}, lse_row_t)
-        self.cols: list = []  # (f_t, lse_col_t)
+        self.rows: list = []  # (γ_{t-1}, lse_row_t)
+        self.cols: list = []  # (φ_t, lse_col_t)
 
-    def row_lse(self, g):
-        lse = torch.logsumexp(g[:, None, :] / self.eps - self.Ce, -1)
+    def row(self, gam):
+        lse = torch.logsumexp(gam[:, None, :] - self.Ce, -1)
         if self.record:
-            self.rows.append((g, lse))
-        return lse
+            self.rows.append((gam, lse))
+        return self.la - lse
 
-    def col_lse(self, f):
-        lse = torch.logsumexp(f[:, :, None] / self.eps - self.Ce, -2)
+    def col(self, phi):
+        lse = torch.logsumexp(phi[:, :, None] - self.Ce, -2)
         if self.record:
-            self.cols.append((f, lse))
-        return lse
+            self.cols.append((phi, lse))
+        return self.lb - lse
 
     def pop_row(self):
         if self.record:
@@ -586,19 +590,19 @@ class _LogOps:
     def ok(self):
         return True
 
-    # VJPs: Pr = softmax_j((g − C)/ε) (row step), Pc = softmax_i((f − C)/ε) (column step)
-    # (the backward accumulates into a fresh ``acc`` dict each call: re-entrant)
+    # VJPs: Pr = softmax_j(γ − C/ε) (row step), Pc = softmax_i(φ − C/ε) (column step).
+    # The backward accumulates into a fresh ``acc`` dict per call (re-entrant).
     def row_vjp(self, t, hbar, acc):
-        g, lse = self.rows[t]
-        W = torch.exp(g[:, None, :] / self.eps - self.Ce - lse[:, :, None]).mul_(hbar[:, :, None])
+        gam, lse = self.rows[t]
+        W = torch.exp(gam[:, None, :] - self.Ce - lse[:, :, None]).mul_(hbar[:, :, None])
         out = W.sum(-2)  # Prᵀ h̄
         if acc is not None:
             acc["Cbar"] = W if acc.get("Cbar") is None else acc["Cbar"].add_(W)
         return out
 
     def col_vjp(self, t, kbar, acc):
-        f, lse = self.cols[t]
-        W = torch.exp(f[:, :, None] / self.eps - self.Ce - lse[:, None, :]).mul_(kbar[:, None, :])
+        phi, lse = self.cols[t]
+        W = torch.exp(phi[:, :, None] - self.Ce - lse[:, None, :]).mul_(kbar[:, None, :])
         out = W.sum(-1)  # Pc k̄
         if acc is not None:
             acc["Cbar"] = W if acc.get("Cbar") is None else acc["Cbar"].add_(W)
@@ -609,41 +613,25 @@ class _LogOps:
 
 
 class _KernelOps:
-    """Kernel domain: ``K = exp(−(C − c)/ε)`` once, then one matvec per half-step (see sinkhorn Notes)."""
+    """Kernel domain: ``K = exp(−(C − c)/ε)`` once; the iteration is :func:`_iterate_kernel`.
+
+    Holds the kernel, the per-step records the unrolled backward needs — rows ``(v̂_{t−1}, d_t)``,
+    columns ``(û_t, e_t)`` — and the denominators for the a-posteriori check (sinkhorn Notes).
+    """
 
     name = "kernel"
 
     def __init__(self, C: Tensor, eps: float, record: bool, c: Tensor):
-        self.eps = eps
-        self.c = c  # (B, 1) per-problem shift
         self.K = torch.add(c[:, :, None] / eps, C, alpha=-1.0 / eps).exp_()  # 2 passes
         self.record = record
-        self.rows: list = []  # (v̂_{t-1}, d_t)
-        self.cols: list = []  # (ŵ_t, e_t)
+        self.rows: list = []
+        self.cols: list = []
         fi = torch.finfo(C.dtype)
         n, m = C.shape[-2:]
         self.thr_d = m * fi.tiny / fi.eps
         self.thr_e = n * fi.tiny / fi.eps
         self.ds: list = []  # denominators, checked once at the end (no per-step sync)
         self.es: list = []
-
-    def row_lse(self, g):
-        gmax = g.amax(-1, keepdim=True)
-        vhat = torch.exp((g - gmax) / self.eps)
-        d = torch.matmul(self.K, vhat[:, :, None])[:, :, 0]
-        self.ds.append(d)
-        if self.record:
-            self.rows.append((vhat, d))
-        return d.log() + (gmax - self.c) / self.eps
-
-    def col_lse(self, f):
-        fmax = f.amax(-1, keepdim=True)
-        what = torch.exp((f - fmax) / self.eps)
-        e = torch.matmul(what[:, None, :], self.K)[:, 0, :]
-        self.es.append(e)
-        if self.record:
-            self.cols.append((what, e))
-        return e.log() + (fmax - self.c) / self.eps
 
     def pop_row(self):
         if self.record:
@@ -664,7 +652,7 @@ class _KernelOps:
         if acc is not None:
             acc.setdefault("X", []).append(x)
             acc.setdefault("Y", []).append(vhat)
-        return vhat * torch.matmul(x[:, None, :], self.K)[:, 0, :]
+        return vhat * torch.matmul(x[:, None, :], self.K).squeeze_(-2)
 
     def col_vjp(self, t, kbar, acc):
         what, e = self.cols[t]
@@ -672,7 +660,7 @@ class _KernelOps:
         if acc is not None:
             acc.setdefault("X", []).append(what)
             acc.setdefault("Y", []).append(y)
-        return what * torch.matmul(self.K, y[:, :, None])[:, :, 0]
+        return what * torch.matmul(self.K, y[:, :, None]).squeeze_(-1)
 
     def cost_grad(self, acc):
         if not acc.get("X"):
@@ -693,8 +681,6 @@ class _Trace:
     n_iter: int
     converged: bool
     error: float | None
-    la: Tensor
-    lb: Tensor
     a: Tensor
     b: Tensor
     eps: float
@@ -704,41 +690,140 @@ class _Trace:
 
 
 def _iterate(ops, la, lb, g0, eps, tau_a, tau_b, max_iter, tol, check_every) -> _Trace:
-    """Run the Sinkhorn iterations of the module docstring with back end ``ops``."""
+    """Run the Sinkhorn iterations of the module docstring with back end ``ops``.
+
+    Dimensionless potentials ``φ = f/ε``, ``γ = g/ε``: ``φ^(t) = τ_a · ops.row(γ^(t−1))``,
+    ``γ^(t) = τ_b · ops.col(φ^(t))``.
+    """
     balanced = tau_a == 1.0 and tau_b == 1.0
     a = la.exp()
-    g, g_prev, f = g0, g0, None
+    gam = g0 / eps
+    gam_prev, phi = gam, None
     n_iter, converged, err = 0, False, None
     for t in range(1, max_iter + 1):
-        lse_r = ops.row_lse(g)
-        h = eps * (la - lse_r)
-        if tol > 0 and balanced and f is not None and (t - 1) % check_every == 0:
-            # row marginal of P^(2(t-1)) = a · exp((f^(t-1) − h^(t))/ε): free from this row step
-            err = _rel_l1(a * torch.exp((f - h) / eps), a)
+        h = ops.row(gam)
+        if tol > 0 and balanced and phi is not None and (t - 1) % check_every == 0:
+            # row marginal of P^(2(t-1)) = a · exp(φ^(t-1) − φ^(t)): free from this row step
+            err = _rel_l1(a * torch.exp(phi - h), a)
             if err <= tol:
                 ops.pop_row()
                 converged = True
                 break
-        f_new = h if tau_a == 1.0 else tau_a * h
-        lse_c = ops.col_lse(f_new)
-        k = eps * (lb - lse_c)
-        g_new = k if tau_b == 1.0 else tau_b * k
-        if tol > 0 and not balanced and f is not None and (t % check_every == 0 or t == max_iter):
-            err = max(float((f_new - f).abs().amax()), float((g_new - g).abs().amax())) / eps
+        phi_new = h if tau_a == 1.0 else h.mul_(tau_a)
+        k = ops.col(phi_new)
+        gam_new = k if tau_b == 1.0 else k.mul_(tau_b)
+        if tol > 0 and not balanced and phi is not None and (t % check_every == 0 or t == max_iter):
+            err = max(float((phi_new - phi).abs().amax()), float((gam_new - gam).abs().amax()))
             converged = err <= tol
-        g_prev, f, g, n_iter = g, f_new, g_new, t
+        gam_prev, phi, gam, n_iter = gam, phi_new, gam_new, t
         if converged:
             break
     if tol > 0 and not converged and balanced:
-        with torch.no_grad():
-            rec, ops.record = ops.record, False
-            h = eps * (la - ops.row_lse(g))
-            ops.record = rec
-            err = _rel_l1(a * torch.exp((f - h) / eps), a)
-            converged = err <= tol
-    return _Trace(f=f, g=g, g_prev=g_prev, ops=ops, n_iter=n_iter, converged=converged, error=err,
-                  la=la, lb=lb, a=a, b=lb.exp(), eps=eps, tau_a=tau_a, tau_b=tau_b,
+        rec, ops.record = ops.record, False
+        h = ops.row(gam)
+        ops.record = rec
+        err = _rel_l1(a * torch.exp(phi - h), a)
+        converged = err <= tol
+    return _Trace(f=phi * eps, g=gam * eps, g_prev=gam_prev * eps, ops=ops, n_iter=n_iter,
+                  converged=converged, error=err, a=a, b=lb.exp(), eps=eps, tau_a=tau_a, tau_b=tau_b,
                   domain=ops.name)
+
+
+def _iterate_kernel(ops: _KernelOps, la, lb, c_eps, g0, eps, tau_a, tau_b, max_iter, tol, check_every) -> _Trace:
+    """The iterations of :func:`_iterate` in scaling form (no exp/log inside the loop).
+
+    State: ``v̂ = exp(γ − σ_v)`` with ``max v̂ = 1`` and the scalar ``σ_v = max γ`` per problem.
+    Row step: ``d = K v̂``, ``r = (a/d)^{τ_a}``, ``M_u = max r``, ``û = r / M_u``,
+    ``σ_u = log M_u + τ_a (c/ε − σ_v)`` — i.e. ``φ = τ_a (log a + c/ε − σ_v − log d)`` exactly;
+    column step symmetric with ``e = Kᵀ û``. The logs of the maxima are taken in one batch when
+    needed, and the potentials are formed from ``d``, ``e`` at the end.
+    """
+    K = ops.K
+    a, b = la.exp(), lb.exp()
+    balanced = tau_a == 1.0 and tau_b == 1.0
+    gam0 = g0 / eps
+    sig_v0 = gam0.amax(-1, keepdim=True)
+    vhat = torch.exp(gam0 - sig_v0)
+    ds, es, Mu, Mv = [], [], [], []  # per iteration t (index t − 1)
+    sig = _Sigmas(sig_v0, c_eps, tau_a, tau_b)
+    n_iter, converged, err = 0, False, None
+    uhat = None
+    for t in range(1, max_iter + 1):
+        d = torch.matmul(K, vhat[:, :, None]).squeeze_(-1)
+        if tol > 0 and balanced and t > 1 and (t - 1) % check_every == 0:
+            # row marginal of P^(2(t-1)) = û ⊙ d ⊙ exp(σ_u + σ_v − c/ε) = û ⊙ d ⊙ M_v (balanced)
+            err = _rel_l1(uhat * d * Mv[-1], a)
+            if err <= tol:
+                converged = True
+                break
+        r = a / d if tau_a == 1.0 else (a / d).pow_(tau_a)
+        mu = r.amax(-1, keepdim=True)
+        uhat_new = r.div_(mu)
+        e = torch.matmul(uhat_new[:, None, :], K).squeeze_(-2)
+        s_ = b / e if tau_b == 1.0 else (b / e).pow_(tau_b)
+        mv = s_.amax(-1, keepdim=True)
+        vhat_new = s_.div_(mv)
+        if ops.record:
+            ops.rows.append((vhat, d))
+            ops.cols.append((uhat_new, e))
+        ds.append(d)
+        es.append(e)
+        Mu.append(mu)
+        Mv.append(mv)
+        if tol > 0 and not balanced and t > 1 and (t % check_every == 0 or t == max_iter):
+            su, sv = sig.upto(t, Mu, Mv)
+            phi_old, gam_old = _kernel_potentials(la, lb, c_eps, tau_a, tau_b, sv[t - 2], ds[t - 2], su[t - 2], es[t - 2])
+            phi_new, gam_new = _kernel_potentials(la, lb, c_eps, tau_a, tau_b, sv[t - 1], ds[t - 1], su[t - 1], es[t - 1])
+            err = max(float((phi_new - phi_old).abs().amax()), float((gam_new - gam_old).abs().amax()))
+            converged = err <= tol
+        uhat, vhat, n_iter = uhat_new, vhat_new, t
+        if converged:
+            break
+    if tol > 0 and not converged and balanced:
+        d = torch.matmul(K, vhat[:, :, None]).squeeze_(-1)
+        err = _rel_l1(uhat * d * Mv[-1], a)
+        converged = err <= tol
+    ops.ds, ops.es = ds, es
+    T = n_iter
+    su, sv = sig.upto(T, Mu, Mv)  # sv[k]: σ_v before the row step of iteration k + 1
+    phi, gam = _kernel_potentials(la, lb, c_eps, tau_a, tau_b, sv[T - 1], ds[T - 1], su[T - 1], es[T - 1])
+    if T > 1:
+        gam_prev = _kernel_potentials(la, lb, c_eps, tau_a, tau_b, sv[T - 2], ds[T - 2], su[T - 2], es[T - 2])[1]
+    else:
+        gam_prev = gam0
+    return _Trace(f=phi * eps, g=gam * eps, g_prev=gam_prev * eps, ops=ops, n_iter=n_iter,
+                  converged=converged, error=err, a=a, b=b, eps=eps, tau_a=tau_a, tau_b=tau_b,
+                  domain=ops.name)
+
+
+class _Sigmas:
+    """Log-scales of the kernel iteration, resolved lazily (one batched ``log`` per call).
+
+    ``σ_u^t = log M_u^t + τ_a (c/ε − σ_v^{t−1})``, ``σ_v^t = log M_v^t + τ_b (c/ε − σ_u^t)``.
+    ``upto(T)`` returns lists ``su[k] = σ_u^{k+1}``, ``sv[k] = σ_v^{k}`` (``sv[0] = σ_v^0``).
+    """
+
+    def __init__(self, sig_v0, c_eps, tau_a, tau_b):
+        self.su, self.sv = [], [sig_v0]
+        self.c_eps, self.ta, self.tb = c_eps, tau_a, tau_b
+
+    def upto(self, T, Mu, Mv):
+        k = len(self.su)
+        if T > k:
+            L = torch.stack(Mu[k:T] + Mv[k:T]).log()
+            n = T - k
+            for i in range(n):
+                s_u = L[i] + self.ta * (self.c_eps - self.sv[-1])
+                self.su.append(s_u)
+                self.sv.append(L[n + i] + self.tb * (self.c_eps - s_u))
+        return self.su, self.sv
+
+
+def _kernel_potentials(la, lb, c_eps, tau_a, tau_b, sig_v, d, sig_u, e):
+    """Dimensionless ``(φ, γ)`` of one iteration from its denominators (no underflow of û, v̂)."""
+    phi = tau_a * (la + c_eps - sig_v - d.log())
+    gam = tau_b * (lb + c_eps - sig_u - e.log())
+    return phi, gam
 
 
 def _rel_l1(x, ref) -> float:
@@ -906,16 +991,16 @@ def _solve(cost, a, b, *, epsilon, rho, max_iter, tol, grad, domain, init, epsil
                     f"domain='kernel' is unsafe here: cost range/epsilon = {R:.4g} exceeds the limit "
                     f"{limit:.4g} for {C.dtype} (see sinkhorn Notes); use domain='auto' or 'log', or a larger epsilon")
             if use_kernel:
-                tr = _iterate(_KernelOps(Cd, e, rec, lo[:, None]), la, lb, g_init, e, *_taus(rho_pair, e),
-                              max_iter, tol_, check_every)
-                if tr.ops.ok():
+                tr = _iterate_kernel(_KernelOps(Cd, e, rec, lo[:, None]), la, lb, lo[:, None] / e, g_init, e,
+                                     *_taus(rho_pair, e), max_iter, tol_, check_every)
+                if tr.ops.ok() and bool(torch.isfinite(tr.f).all()) and bool(torch.isfinite(tr.g).all()):
                     return tr
                 if domain == "kernel":
                     raise SinkhornNumericalError(
                         "kernel-domain denominators underflowed (the a-posteriori check of the kernel "
                         "rule failed); use domain='log' or 'auto'")
-            return _iterate(_LogOps(Cd, e, rec), la, lb, g_init, e, *_taus(rho_pair, e), max_iter, tol_,
-                            check_every)
+            return _iterate(_LogOps(Cd, e, rec, la, lb), la, lb, g_init, e, *_taus(rho_pair, e), max_iter,
+                            tol_, check_every)
 
         g_init = g0
         for e in schedule:
