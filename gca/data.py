@@ -174,6 +174,8 @@ class ImageDataset(torch.utils.data.Dataset):
     domains : Tensor, int64, shape (N,), or None, domain index per image (multi-domain data)
     domain_names : list[str] or None
     checksum : str, :func:`gca.provenance.array_checksum` of images, labels (and domains)
+    description : str, human-readable name for reports, e.g. "CIFAR-10 (JPEG copy)" when the
+        files come from the offline JPEG copy (detected from the file names stored in the batches)
 
     ``ds[i]`` returns ``(image uint8 (C, H, W), label)`` so the object works with a
     ``torch.utils.data.DataLoader``; for speed, index ``ds.images`` with a batch of indices and
@@ -188,6 +190,7 @@ class ImageDataset(torch.utils.data.Dataset):
     domains: torch.Tensor | None = None
     domain_names: list | None = None
     checksum: str = field(default="", repr=False)
+    description: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, torch.Tensor) or self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -201,6 +204,8 @@ class ImageDataset(torch.utils.data.Dataset):
             self.domains = torch.as_tensor(self.domains, dtype=torch.int64)
             if self.domains.shape != self.labels.shape:
                 raise ValueError(f"domains must have shape {tuple(self.labels.shape)}, got {tuple(self.domains.shape)}")
+        if not self.description:
+            self.description = DATASETS[self.name].description if self.name in DATASETS else self.name
         if not self.checksum:
             parts = [self.images, self.labels] + ([self.domains] if self.domains is not None else [])
             self.checksum = array_checksum(*parts)
@@ -210,7 +215,7 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         dom = "" if self.domain_names is None else f", domains={len(self.domain_names)}"
-        return (f"ImageDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+        return (f"ImageDataset({self.description!r}, name={self.name!r}, split={self.split!r}, n={len(self)}, "
                 f"image={tuple(self.images.shape[1:])}, classes={self.num_classes}{dom}, checksum={self.checksum!r})")
 
     def __getitem__(self, i):
@@ -249,6 +254,7 @@ class ImageDataset(torch.utils.data.Dataset):
             images=self.images[idx], labels=self.labels[idx], classes=list(self.classes), name=self.name,
             split=self.split, domains=None if self.domains is None else self.domains[idx],
             domain_names=None if self.domain_names is None else list(self.domain_names),
+            description=self.description,
         )
 
 
@@ -273,6 +279,7 @@ class LazyImageDataset(torch.utils.data.Dataset):
         self.root = Path(root)
         self.domains = None if domains is None else torch.as_tensor(np.asarray(domains), dtype=torch.int64)
         self.domain_names = domain_names
+        self.description = DATASETS[name].description if name in DATASETS else name
         h = hashlib.sha256()
         for p in self.paths:
             h.update(str(p.relative_to(self.root)).encode())
@@ -333,7 +340,7 @@ class LazyImageDataset(torch.utils.data.Dataset):
         for i in tqdm(range(len(self)), desc=f"decoding {self.name}/{self.split}", disable=not progress):
             images[i] = self._decode(i)
         return ImageDataset(images, self.labels.clone(), self.classes, self.name, self.split,
-                            domains=self.domains, domain_names=self.domain_names)
+                            domains=self.domains, domain_names=self.domain_names, description=self.description)
 
 
 def _decode_image(path: Path, size: int) -> torch.Tensor:
@@ -440,14 +447,17 @@ def _load_cifar10(root: Path, split: str, **kw) -> ImageDataset:
     missing = [base / f for f in files + ["batches.meta"] if not (base / f).is_file()]
     if missing:
         raise _missing("cifar10", [base], f"Missing: {', '.join(p.name for p in missing)}.")
-    data, labels = [], []
+    data, labels, names = [], [], []
     for f in files:
         d = _unpickle(base / f)
         data.append(np.asarray(d["data"], dtype=np.uint8))
         labels.extend(d["labels"])
+        names.extend(d.get("filenames", []))
     classes = list(_unpickle(base / "batches.meta")["label_names"])
     images = torch.from_numpy(np.concatenate(data).reshape(-1, 3, 32, 32))
-    return ImageDataset(images, torch.tensor(labels), classes, "cifar10", split)
+    jpeg_copy = bool(names) and all(str(n).endswith(".jpg") for n in names)  # official files name .png
+    return ImageDataset(images, torch.tensor(labels), classes, "cifar10", split,
+                        description="CIFAR-10 (JPEG copy)" if jpeg_copy else "CIFAR-10")
 
 
 def _load_cifar100(root: Path, split: str, *, label: str = "fine", **kw) -> ImageDataset:

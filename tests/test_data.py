@@ -56,7 +56,7 @@ def write_cifar10(root: Path, n_per_batch: int = 6) -> dict:
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         x = RNG.integers(0, 256, size=(n_per_batch, 3072), dtype=np.uint8)
         y = [int(v) for v in RNG.integers(0, 10, size=n_per_batch)]
-        _dump_py2({"batch_label": name, "labels": y, "data": x, "filenames": [f"f{i}.png" for i in range(n_per_batch)]},
+        _dump_py2({"batch_label": name, "labels": y, "data": x, "filenames": [f"f_s_{i:06d}.png" for i in range(n_per_batch)]},
                   base / name)
         out[name] = (x, y)
     _dump_py2({"label_names": gd.CIFAR10_CLASSES, "num_cases_per_batch": n_per_batch, "num_vis": 3072},
@@ -139,6 +139,7 @@ def test_cifar10_official_pickles(tmp_path):
     np.testing.assert_array_equal(tr.images[6:12].numpy().reshape(6, 3072), x)
     assert tr.labels[6:12].tolist() == y
     assert tr.mean == gd.DATASET_STATS["cifar10"][0]
+    assert tr.description == "CIFAR-10" and tr.subset([0]).description == "CIFAR-10"  # .png names: official
     assert len(tr.checksum) == 16 and tr.checksum != te.checksum
 
 
@@ -394,6 +395,7 @@ def test_offline_cifar10_jpeg_copy(tmp_path):
     tr, te = load_dataset("cifar10", data_dir=root), load_dataset("cifar10", "test", data_dir=root)
     assert tr.images.shape == (50000, 3, 32, 32) and te.images.shape == (10000, 3, 32, 32)
     assert tr.labels.bincount().tolist() == [5000] * 10 and te.labels.bincount().tolist() == [1000] * 10
+    assert tr.description == te.description == "CIFAR-10 (JPEG copy)"
     x = tr.images.double() / 255  # the published statistics hold for the JPEG copy to 0.01
     np.testing.assert_allclose(x.mean((0, 2, 3)).numpy(), gd.DATASET_STATS["cifar10"][0], atol=0.01)
     np.testing.assert_allclose(x.std((0, 2, 3)).numpy(), gd.DATASET_STATS["cifar10"][1], atol=0.01)
@@ -479,7 +481,7 @@ def test_is_available(tmp_path, monkeypatch):
 
 def test_repr_is_short():
     r = repr(load_dataset("rotated-digits"))
-    assert r.startswith("ImageDataset(name='rotated-digits', split='train', n=1438, image=(1, 16, 16), classes=10, domains=4")
+    assert r.startswith("ImageDataset('Rotated digits (4 rotation domains)', name='rotated-digits', split='train', n=1438, image=(1, 16, 16), classes=10, domains=4")
     assert len(r) < 200
 
 
