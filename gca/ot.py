@@ -107,6 +107,10 @@ class SinkhornResult:
         ``"kernel"`` or ``"log"``: which implementation produced the iterates.
     grad : str
         Gradient mode.
+    row_lse : Tensor ``(..., n)`` or None
+        Only with ``return_row_lse=True``: ``LSE_j((g_j − C_ij)/ε)`` at the returned ``g``, i.e.
+        ``log (K v)_i``; the final plan's row sums are ``exp(f/ε + row_lse)``. Differentiable in
+        every gradient mode (one extra matrix–vector product in the kernel path).
 
     Lazy properties: :attr:`plan`, :attr:`plan_prev`, :attr:`marginal_error_a`,
     :attr:`marginal_error_b` (relative L1 errors per batch element, shape ``(...)``).
@@ -125,6 +129,7 @@ class SinkhornResult:
     error: float | None
     domain: str
     grad: str
+    row_lse: Tensor | None = None
 
     def _log_plan(self, g: Tensor) -> Tensor:
         return (self.f[..., :, None] + g[..., None, :] - self.cost) / self.epsilon
@@ -252,6 +257,7 @@ def sinkhorn(
     init: Tensor | SinkhornResult | None = None,
     epsilon_schedule: Sequence[float] | None = None,
     check_every: int = 1,
+    return_row_lse: bool = False,
 ) -> SinkhornResult:
     r"""Balanced entropic optimal transport by Sinkhorn iterations (log domain by default).
 
@@ -306,6 +312,9 @@ def sinkhorn(
         and tested against ``tol``.
     check_every : int ≥ 1
         Test the stopping criterion every this many iterations.
+    return_row_lse : bool
+        Also return :attr:`SinkhornResult.row_lse` ``= LSE_j((g_j − C_ij)/ε)`` (the final plan's
+        row log-normaliser up to ``f/ε``), differentiable; one extra matvec in the kernel path.
 
     Returns
     -------
@@ -337,7 +346,7 @@ def sinkhorn(
     """
     return _solve(cost, a, b, epsilon=epsilon, rho=None, max_iter=max_iter, tol=tol, grad=grad,
                   domain=domain, init=init, epsilon_schedule=epsilon_schedule,
-                  check_every=check_every, caller="sinkhorn")
+                  check_every=check_every, return_row_lse=return_row_lse, caller="sinkhorn")
 
 
 def sinkhorn_unbalanced(
@@ -354,6 +363,7 @@ def sinkhorn_unbalanced(
     init: Tensor | SinkhornResult | None = None,
     epsilon_schedule: Sequence[float] | None = None,
     check_every: int = 1,
+    return_row_lse: bool = False,
 ) -> SinkhornResult:
     r"""Unbalanced entropic OT with KL-relaxed marginals (paper §4, "unbalanced plan").
 
@@ -385,7 +395,7 @@ def sinkhorn_unbalanced(
     _check_rho(rho)  # (None is not a valid rho here: use sinkhorn for the balanced problem)
     return _solve(cost, a, b, epsilon=epsilon, rho=rho, max_iter=max_iter, tol=tol, grad=grad,
                   domain=domain, init=init, epsilon_schedule=epsilon_schedule,
-                  check_every=check_every, caller="sinkhorn_unbalanced")
+                  check_every=check_every, return_row_lse=return_row_lse, caller="sinkhorn_unbalanced")
 
 
 def epsilon_scaling_schedule(epsilon: float, *, start: float, factor: float = 0.5) -> list[float]:
@@ -592,8 +602,8 @@ class _LogOps:
 
     # VJPs: Pr = softmax_j(γ − C/ε) (row step), Pc = softmax_i(φ − C/ε) (column step).
     # The backward accumulates into a fresh ``acc`` dict per call (re-entrant).
-    def row_vjp(self, t, hbar, acc):
-        gam, lse = self.rows[t]
+    def row_vjp(self, t, hbar, acc, rec=None):
+        gam, lse = self.rows[t] if rec is None else rec
         W = torch.exp(gam[:, None, :] - self.Ce - lse[:, :, None]).mul_(hbar[:, :, None])
         out = W.sum(-2)  # Prᵀ h̄
         if acc is not None:
@@ -646,8 +656,8 @@ class _KernelOps:
         return good
 
     # Pr = diag(1/d) K diag(v̂), Pc = diag(ŵ) K diag(1/e): C̄ = K ⊙ Σ_t (x_t y_tᵀ) = K ⊙ (X Yᵀ)
-    def row_vjp(self, t, hbar, acc):
-        vhat, d = self.rows[t]
+    def row_vjp(self, t, hbar, acc, rec=None):
+        vhat, d = self.rows[t] if rec is None else rec
         x = hbar / d
         if acc is not None:
             acc.setdefault("X", []).append(x)
@@ -687,6 +697,11 @@ class _Trace:
     tau_a: float
     tau_b: float
     domain: str
+    vhat_last: Tensor | None = None  # kernel path: v̂ and σ_v after the last column step
+    sig_v_last: Tensor | None = None
+    c_eps: Tensor | None = None
+    row_lse: Tensor | None = None
+    extra: tuple | None = None  # record of the final row log-normaliser (for its VJP)
 
 
 def _iterate(ops, la, lb, g0, eps, tau_a, tau_b, max_iter, tol, check_every) -> _Trace:
@@ -793,7 +808,23 @@ def _iterate_kernel(ops: _KernelOps, la, lb, c_eps, g0, eps, tau_a, tau_b, max_i
         gam_prev = gam0
     return _Trace(f=phi * eps, g=gam * eps, g_prev=gam_prev * eps, ops=ops, n_iter=n_iter,
                   converged=converged, error=err, a=a, b=b, eps=eps, tau_a=tau_a, tau_b=tau_b,
-                  domain=ops.name)
+                  domain=ops.name, vhat_last=vhat, sig_v_last=sv[T], c_eps=c_eps)
+
+
+def _final_row_lse(tr: _Trace, record: bool) -> Tensor:
+    """``LSE_j(γ_j − C_ij/ε)`` at the final ``g`` (one matvec in the kernel path)."""
+    ops = tr.ops
+    if isinstance(ops, _KernelOps):
+        d = torch.matmul(ops.K, tr.vhat_last[:, :, None]).squeeze_(-1)
+        rec = (tr.vhat_last, d)
+        lse = d.log() + tr.sig_v_last - tr.c_eps
+    else:
+        gam = tr.g / tr.eps
+        lse = torch.logsumexp(gam[:, None, :] - ops.Ce, -1)
+        rec = (gam, lse)
+    if record:
+        tr.extra = rec
+    return lse
 
 
 class _Sigmas:
@@ -839,11 +870,12 @@ class _Unrolled(torch.autograd.Function):
     @staticmethod
     def forward(ctx, C, a, b, trace):
         ctx.trace = trace
-        return trace.f.clone(), trace.g.clone(), trace.g_prev.clone()
+        lse = trace.row_lse.clone() if trace.row_lse is not None else trace.f.new_empty(0)
+        return trace.f.clone(), trace.g.clone(), trace.g_prev.clone(), lse
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, fbar, gbar, gpbar):
+    def backward(ctx, fbar, gbar, gpbar, lbar):
         tr = ctx.trace
         need_C, need_a, need_b = ctx.needs_input_grad[:3]
         ops, eps, ta, tb = tr.ops, tr.eps, tr.tau_a, tr.tau_b
@@ -853,6 +885,9 @@ class _Unrolled(torch.autograd.Function):
         abar = torch.zeros_like(tr.a) if need_a else None
         bbar = torch.zeros_like(tr.b) if need_b else None
         acc = {} if need_C else None
+        if lbar is not None and tr.extra is not None and lbar.numel():
+            # row_lse = LSE_j((g − C)/ε): ∂/∂g = Pr/ε, ∂/∂C = −Pr/ε (a row VJP with h̄ = −l̄/ε)
+            gb = gb - ops.row_vjp(None, -lbar / eps, acc, rec=tr.extra)
         for t in reversed(range(T)):
             # column step t: g = τ_b (ε log b − ε LSE_i((f − C)/ε))
             kb = gb if tb == 1.0 else tb * gb
@@ -924,7 +959,9 @@ class _Implicit(torch.autograd.Function):
 # Driver
 # ----------------------------------------------------------------------------------------------
 def _solve(cost, a, b, *, epsilon, rho, max_iter, tol, grad, domain, init, epsilon_schedule,
-           check_every, caller) -> SinkhornResult:
+           check_every, return_row_lse, caller) -> SinkhornResult:
+    if not isinstance(return_row_lse, bool):
+        raise TypeError(f"return_row_lse must be True or False, got {return_row_lse!r}")
     eps = _check_epsilon(epsilon)
     max_iter = _check_int(max_iter, "max_iter", 1)
     check_every = _check_int(check_every, "check_every", 1)
@@ -1020,18 +1057,24 @@ def _solve(cost, a, b, *, epsilon, rho, max_iter, tol, grad, domain, init, epsil
             "epsilon_schedule (ε-scaling) with warm starts",
             SinkhornConvergenceWarning, stacklevel=3)
 
-    f, g, g_prev = tr.f, tr.g, tr.g_prev
+    if return_row_lse:
+        with torch.no_grad(), torch.autocast(device_type=C.device.type, enabled=False):
+            tr.row_lse = _final_row_lse(tr, record)
+    f, g, g_prev, row_lse = tr.f, tr.g, tr.g_prev, tr.row_lse
     if needs_grad and grad == "unrolled":
-        f, g, g_prev = _Unrolled.apply(Cf, af, bf, tr)
+        f, g, g_prev, row_lse = _Unrolled.apply(Cf, af, bf, tr)
+        row_lse = row_lse if return_row_lse else None
     elif needs_grad and grad == "implicit":
         f, g, g_prev = _Implicit.apply(Cf, af, bf, tr.f, tr.g, tr.g_prev, eps, tr.tau_a, tr.tau_b)
+    if needs_grad and grad != "unrolled" and return_row_lse:  # explicit formula, dense
+        row_lse = torch.logsumexp((g[:, None, :] - Cf) / eps, -1)
     if not record:
         tr.ops = None  # drop the kernel / scaled cost unless the unrolled backward needs it
     shp_n, shp_m = (*batch_shape, n), (*batch_shape, m)
     return SinkhornResult(
         f=f.reshape(shp_n), g=g.reshape(shp_m), g_prev=g_prev.reshape(shp_m), cost=C, a=a_, b=b_,
         epsilon=eps, rho=rho_pair, n_iter=tr.n_iter, converged=tr.converged, error=tr.error,
-        domain=tr.domain, grad=grad)
+        domain=tr.domain, grad=grad, row_lse=None if row_lse is None else row_lse.reshape(shp_n))
 
 
 def _taus(rho_pair, eps):

@@ -572,3 +572,32 @@ def test_bad_knobs():
         epsilon_scaling_schedule(0.1, start=1.0, factor=1.5)
     with pytest.raises(ValueError, match="check_every"):
         sinkhorn(C, epsilon=1.0, check_every=0)
+
+
+@pytest.mark.parametrize("grad", ["unrolled", "implicit", "detach"])
+@pytest.mark.parametrize("domain", ["log", "kernel"])
+def test_row_lse_value_and_gradient(grad, domain):
+    """row_lse = LSE_j((g − C)/ε): equals the dense formula, and its gradient matches it too."""
+    C = _joint_cost(3, 4, 29)
+    ones = torch.ones(6, dtype=F64)
+    mask = torch.isinf(C)
+    base = C.masked_fill(mask, 0.0)
+    kw = dict(epsilon=0.5, rho=(0.4, 0.9), max_iter=6, tol=0, domain=domain, grad=grad)
+    if grad == "implicit":
+        kw.update(max_iter=5000, tol=1e-14)
+    x = base.clone().requires_grad_()
+    r = sinkhorn_unbalanced(x.masked_fill(mask, INF), ones, ones, return_row_lse=True, **kw)
+    dense = torch.logsumexp((r.g[None, :] - r.cost) / 0.5, -1)
+    torch.testing.assert_close(r.row_lse, dense.detach() if grad == "detach" else dense)
+    w = torch.randn(6, dtype=F64, generator=torch.Generator().manual_seed(4))
+    (g1,) = torch.autograd.grad((r.row_lse * w).sum(), x, retain_graph=True)
+    (g2,) = torch.autograd.grad((dense * w).sum(), x)
+    torch.testing.assert_close(g1, g2, atol=1e-10, rtol=1e-8)
+    if grad == "unrolled":
+        def fn(x):
+            return sinkhorn_unbalanced(x.masked_fill(mask, INF), ones, ones, return_row_lse=True, **kw).row_lse
+
+        assert torch.autograd.gradcheck(fn, (base.clone().requires_grad_(),))
+    assert sinkhorn(C, ones, ones, epsilon=0.5, max_iter=3, tol=0).row_lse is None
+    r0 = sinkhorn(C, ones, ones, epsilon=0.5, max_iter=3, tol=0, domain=domain, return_row_lse=True)
+    torch.testing.assert_close(r0.row_lse, torch.logsumexp((r0.g[None, :] - C) / 0.5, -1))
