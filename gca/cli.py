@@ -212,7 +212,13 @@ _COMMANDS = {"pretrain": _cmd_pretrain, "evaluate": _cmd_evaluate, "config": _cm
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 runtime failure, 2 usage / input error)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides placed after an option (argparse stops filling the positional list there)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
     try:
         return _COMMANDS[args.command](args)
     except _UsageError as exc:

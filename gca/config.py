@@ -199,6 +199,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train.batch_size": 256,
         "train.checkpoint_every": 5,
         "train.log_every": 10,
+        "train.threads": 1,  # tiny convolutions: one thread is fastest, and immune to busy cores
         "eval.probe_max_iter": 200,
         "eval.knn_k": 20,
     },

@@ -469,6 +469,19 @@ def evaluate_run(
 
     dev = resolve_device(device)
     config, model = load_run(run_dir, map_location=dev, require_finished=require_finished)
+    threads_before = torch.get_num_threads()
+    if config.train.threads is not None:
+        torch.set_num_threads(config.train.threads)
+    try:
+        return _evaluate_run(run_dir, config, model, dev, overrides, progress, write)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _evaluate_run(run_dir, config, model, dev, overrides, progress, write) -> dict[str, Any]:
+    from gca.config import apply_overrides, config_to_dict, run_config_hash, validate_config
+    from gca.provenance import collect_provenance
+
     if overrides:
         bad = [k for k in (overrides if isinstance(overrides, dict) else [o.split("=", 1)[0] for o in overrides])
                if not (k.startswith("eval.") or k == "data.data_dir")]
