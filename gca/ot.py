@@ -322,18 +322,21 @@ def sinkhorn(
 
     Notes
     -----
-    **Kernel-domain safety rule.** Let ``c = min C`` (finite entries, per problem),
-    ``R = (max_finite C − c)/ε`` and ``K = exp(−(C − c)/ε)`` (entries in ``{0} ∪ [e^{−R}, 1]``). Each
-    half-step rescales the scaling vector by its maximum, ``v̂ = exp((g − max g)/ε) ∈ (0, 1]``, so
-    ``K v̂ ≤ m`` never overflows, and ``log(K v̂)`` plus the tracked shifts equals the log-domain
-    LSE exactly in exact arithmetic. Terms that underflow are ``< tiny`` each, so every denominator
-    ``d = K v̂`` has relative error ``≤ eps`` when ``d ≥ m·tiny/eps``. The fast path is attempted
-    iff ``R ≤ kernel_range_limit(dtype, max(n, m)) = log(eps/(max(n,m)·tiny)) − 1`` (≈ 61 for
-    float32, ≈ 700 for float64 at ``n = 1024``): for costs without ``+inf`` this *guarantees*
-    ``d ≥ e^{−R}`` (the row's entry at ``argmax g``), hence working-precision agreement with the
-    log domain. With ``+inf`` entries the bound is checked a posteriori: the minimum denominator
-    over all iterations is tracked, and if it falls below ``max(n,m)·tiny/eps`` the solve is
-    repeated in the log domain (or ``SinkhornNumericalError`` for ``domain="kernel"``).
+    **Kernel-domain safety rule.** Let ``c = min C`` (per problem), ``R = (max_finite C − c)/ε``
+    and ``K = exp(−(C − c)/ε)``, whose entries lie in ``{0} ∪ [e^{−R}, 1]``. The kernel path runs
+    the scaling iterations ``u ← (a / K v)^{τ_a}``, ``v ← (b / Kᵀ u)^{τ_b}`` with each scaling
+    renormalised to maximum 1 at every half-step (its log-scale is tracked separately), so nothing
+    can overflow (``K v̂ ≤ m``), and the potentials are formed from the denominators
+    ``d = K v̂``, ``e = Kᵀ û`` — algebraically the log-domain update. Terms that underflow are each
+    ``< tiny``, so every denominator has relative error ``≤ eps`` when ``d ≥ m·tiny/eps``. The fast
+    path is attempted iff ``R ≤ kernel_range_limit(dtype, max(n, m)) = log(eps/(max(n,m)·tiny)) − 1``
+    (≈ 61 for float32, ≈ 700 for float64 at ``n = 1024``); for costs without ``+inf`` this
+    *guarantees* ``d ≥ e^{−R}`` (the row's entry at the column where ``v̂ = 1``), hence
+    working-precision agreement with the log domain. With ``+inf`` entries that argument does not
+    hold, so the bound is checked a posteriori: all denominators are kept, and if any is below
+    ``max(n,m)·tiny/eps`` (or a potential is non-finite) the solve is repeated in the log domain
+    (``SinkhornNumericalError`` for ``domain="kernel"``). Typical use — cosine costs (range 2) at
+    ``ε ≥ 0.05`` in float32 — is always on the fast path.
 
     Examples
     --------
@@ -643,10 +646,6 @@ class _KernelOps:
         self.ds: list = []  # denominators, checked once at the end (no per-step sync)
         self.es: list = []
 
-    def pop_row(self):
-        if self.record:
-            self.rows.pop()
-
     def ok(self):
         # NaN-safe: a NaN denominator fails the test
         good = bool((torch.stack(self.ds) >= self.thr_d).all())
@@ -865,7 +864,13 @@ def _rel_l1(x, ref) -> float:
 # Autograd wrappers
 # ----------------------------------------------------------------------------------------------
 class _Unrolled(torch.autograd.Function):
-    """Exact VJP of T unrolled iterations: reverse sweep of row/column steps (module docstring)."""
+    """Exact VJP of ``T`` unrolled iterations: a reverse sweep over the recorded half-steps.
+
+    Row step ``h = ε log a − ε LSE_j((g − C)/ε)``, ``f = τ_a h``: ``∂h/∂C = Pr``, ``∂h/∂g = −Pr``,
+    ``∂h/∂a = ε/a`` with ``Pr = softmax_j((g − C)/ε)``; column step symmetric with ``Pc``. Per
+    half-step one matvec with ``K`` (kernel) or one streamed ``n × m`` pass (log); the kernel path
+    accumulates ``C̄ = K ⊙ (X Yᵀ)`` with ``X``, ``Y`` of ``2T`` columns (one low-rank product).
+    """
 
     @staticmethod
     def forward(ctx, C, a, b, trace):

@@ -601,3 +601,38 @@ def test_row_lse_value_and_gradient(grad, domain):
     assert sinkhorn(C, ones, ones, epsilon=0.5, max_iter=3, tol=0).row_lse is None
     r0 = sinkhorn(C, ones, ones, epsilon=0.5, max_iter=3, tol=0, domain=domain, return_row_lse=True)
     torch.testing.assert_close(r0.row_lse, torch.logsumexp((r0.g[None, :] - C) / 0.5, -1))
+
+
+# ------------------------------------------------------------------------------------------------
+# A larger problem and CUDA (gpu marker; skipped without a device)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("domain", ["log", "kernel"])
+def test_larger_problem_matches_pot(domain):
+    C, a, b = _problem(300, 200, 30, scale=2.0)
+    eps = 0.05
+    r = sinkhorn(C, a, b, epsilon=eps, tol=1e-12, max_iter=100000, domain=domain)
+    P = _pot_quiet(pot.bregman.sinkhorn_log, a.numpy(), b.numpy(), C.numpy(), eps, numItermax=100000,
+                   stopThr=1e-14)
+    np.testing.assert_allclose(r.plan.numpy(), P, atol=1e-8, rtol=0)
+    ru = sinkhorn_unbalanced(C, a, b, epsilon=eps, rho=(0.3, INF), tol=1e-13, max_iter=100000, domain=domain)
+    Pu = _pot_quiet(pot.unbalanced.sinkhorn_unbalanced, a.numpy(), b.numpy(), C.numpy(), eps, (0.3, INF),
+                    reg_type="entropy", numItermax=200000, stopThr=1e-15)
+    np.testing.assert_allclose(ru.plan.numpy(), Pu, atol=1e-8, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("grad", ["unrolled", "implicit"])
+def test_cuda_matches_cpu(grad):
+    C = _joint_cost(64, 16, 31, torch.float32)
+    ones = torch.ones(128)
+    ref = sinkhorn(C.clone().requires_grad_(), ones, ones, epsilon=0.5, max_iter=10, tol=0)
+    Cc = C.cuda().requires_grad_()
+    with torch.autocast("cuda", dtype=torch.float16):
+        r = sinkhorn(Cc, ones.cuda(), ones.cuda(), epsilon=0.5, max_iter=10, tol=0, grad=grad,
+                     return_row_lse=True)
+    assert r.f.device.type == "cuda" and r.f.dtype == torch.float32
+    if grad == "unrolled":
+        torch.testing.assert_close(r.f.cpu(), ref.f, atol=1e-5, rtol=1e-5)
+    (r.f.sum() + r.row_lse.sum()).backward()
+    assert torch.isfinite(Cc.grad).all()
