@@ -259,7 +259,7 @@ def sinkhorn(
     check_every: int = 1,
     return_row_lse: bool = False,
 ) -> SinkhornResult:
-    r"""Balanced entropic optimal transport by Sinkhorn iterations (log domain by default).
+    r"""Balanced entropic optimal transport by Sinkhorn iterations (log domain; kernel fast path where safe).
 
     .. math::
         P^\star = \operatorname{argmin}_{P \ge 0,\ P\mathbf 1 = a,\ P^\top\mathbf 1 = b}
@@ -291,9 +291,12 @@ def sinkhorn(
           any number of iterations, converged or not. Custom backward: 2 matrix–vector products per
           half-step plus **one** low-rank product ``K ⊙ (X Yᵀ)`` (``X, Y`` with ``2T`` columns) in
           the kernel domain, or one streamed ``n × m`` pass per half-step in the log domain; memory
-          ``O(nm + T(n+m))`` instead of ``T`` dense matrices.
+          ``O(nm + T(n+m))`` instead of ``T`` dense matrices. Always valid for what was computed;
+          with ``tol > 0`` the (data-dependent) number of iterations is treated as fixed.
         - ``"implicit"`` — implicit function theorem at the fixed point (one dense ``m × m`` solve,
-          ``O(m³)``); exact only at convergence (use ``tol > 0``). ``g_prev`` is treated as ``g``.
+          ``O(m³)`` time, ``O(nm + m²)`` memory whatever the iteration count); exact only at
+          convergence (use ``tol > 0``; with ``tol = 0`` it is an approximation whose error decays
+          with the marginal error). ``g_prev`` is treated as ``g``.
           The balanced fixed point is defined up to ``(f + c, g − c)``: the gradient is exact for
           functions invariant to that shift (anything computed from the plan); the component
           along the shift is dropped otherwise.
