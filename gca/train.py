@@ -23,13 +23,11 @@ One loop serves all methods: two augmented views per image → encoder + project
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -55,6 +53,9 @@ __all__ = [
     "save_checkpoint_atomic",
     "read_metrics",
     "epoch_generator_seed",
+    "TrainStep",
+    "build_training",
+    "ViewMaker",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -275,7 +276,7 @@ class _BatchSource:
             yield x.to(self.device, non_blocking=True)
 
 
-class _ViewMaker:
+class ViewMaker:
     """Augment a uint8 batch twice (independent per-sample randomness) and normalise."""
 
     def __init__(self, augment_name: str, size: int, mean: Tensor, std: Tensor, device: torch.device):
@@ -303,6 +304,89 @@ class _BYOLForward(nn.Module):
         with torch.no_grad():
             zt = self.model.target_projections(x)
         return p, zt
+
+
+class TrainStep:
+    """One optimisation step of the pretraining loop, shared by :func:`pretrain` and the benchmarks.
+
+    ``step((v1, v2), k)``: forward both views in one batch (under autocast on CUDA when enabled),
+    the loss in float32 — :func:`gca.losses.make_loss` or :func:`byol_loss` — backward (through
+    the gradient scaler), optimiser step and, for BYOL, the EMA update of the target with
+    :func:`gca.models.ema_momentum` at ``k + 1``. Returns the loss value (a Python float);
+    raises FloatingPointError on a non-finite loss, before any parameter changes.
+    """
+
+    def __init__(self, config: RunConfig, model: nn.Module, loss_fn: nn.Module | None,
+                 optimizer: torch.optim.Optimizer, device: torch.device, total_steps: int):
+        self.config, self.model, self.loss_fn, self.optimizer = config, model, loss_fn, optimizer
+        self.device, self.total_steps = device, total_steps
+        self.is_byol = config.loss.method == "byol"
+        self.use_amp = config.train.amp and device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if config.train.amp_dtype == "bfloat16" else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.forward_module: nn.Module = _BYOLForward(model) if self.is_byol else model
+
+    def wrap_ddp(self) -> None:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.forward_module = DDP(self.forward_module, device_ids=ids)
+
+    def loss(self, v1: Tensor, v2: Tensor) -> Tensor:
+        """Forward both views and return the (float32) loss tensor."""
+        both = torch.cat([v1, v2])
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            out = self.forward_module(both)
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            if self.is_byol:
+                p, zt = out
+                p1, p2 = p.float().chunk(2)
+                t1, t2 = zt.float().chunk(2)
+                return byol_loss(p1, p2, t1, t2)
+            z1, z2 = out.float().chunk(2)
+            return self.loss_fn(z1, z2)
+
+    def step(self, views: tuple[Tensor, Tensor], step: int) -> float:
+        loss = self.loss(*views)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"non-finite loss ({value}) at step {step} of method {self.config.loss.method!r}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.is_byol:
+            self.model.update_target(ema_momentum(min(step + 1, self.total_steps), self.total_steps,
+                                                  self.config.loss.ema_base))
+        return value
+
+
+def build_training(config: RunConfig, *, in_channels: int, device: torch.device,
+                   loss_factory: Callable[..., nn.Module] | None = None, distributed: bool = False,
+                   total_steps: int = 1) -> TrainStep:
+    """Model (seeded with ``train.seed``), loss, optimiser and scaler as configured, as a :class:`TrainStep`."""
+    tcfg, m = config.train, config.model
+    torch.manual_seed(tcfg.seed)  # model initialisation
+    is_byol = config.loss.method == "byol"
+    model = build_model(
+        backbone=m.backbone, stem=m.stem, in_channels=in_channels, width=m.width, norm=m.norm,
+        projector_hidden_dim=m.projector_hidden_dim, projector_out_dim=m.projector_out_dim,
+        projector_bias=m.projector_bias, projector_batch_norm=m.projector_batch_norm,
+        byol=is_byol, predictor_hidden_dim=m.predictor_hidden_dim,
+    ).to(device)
+    if distributed and device.type == "cuda" and tcfg.sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    loss_fn = None
+    if not is_byol:
+        factory = loss_factory
+        if factory is None:
+            from gca.losses import make_loss as factory
+        hparams = dict(config.loss.hparams)
+        if distributed:
+            hparams["gather"] = True  # every process aligns the global batch
+        loss_fn = factory(config.loss.method, **hparams).to(device)
+    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], config)
+    return TrainStep(config, model, loss_fn, optimizer, device, total_steps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,34 +532,12 @@ def _pretrain(config, out, resume, progress, loss_factory, dist_info: _Dist, sto
     warmup_steps = min(int(round(config.optim.warmup_epochs * steps_per_epoch)), total_steps)
     source = _BatchSource(dataset, device, tcfg.num_workers)
     mean, std = _dataset_stats(dataset)
-    views = _ViewMaker(config.data.augment, size, mean, std, device)
+    views = ViewMaker(config.data.augment, size, mean, std, device)
 
     # ---- model, loss, optimiser -------------------------------------------------------------
-    torch.manual_seed(tcfg.seed)  # model initialisation
-    is_byol = config.loss.method == "byol"
-    m = config.model
-    model = build_model(
-        backbone=m.backbone, stem=m.stem, in_channels=in_channels, width=m.width, norm=m.norm,
-        projector_hidden_dim=m.projector_hidden_dim, projector_out_dim=m.projector_out_dim,
-        projector_bias=m.projector_bias, projector_batch_norm=m.projector_batch_norm,
-        byol=is_byol, predictor_hidden_dim=m.predictor_hidden_dim,
-    ).to(device)
-    if dist_info.enabled and device.type == "cuda" and tcfg.sync_batchnorm:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    loss_fn = None
-    if not is_byol:
-        factory = loss_factory
-        if factory is None:
-            from gca.losses import make_loss as factory
-        hparams = dict(config.loss.hparams)
-        if dist_info.enabled:
-            hparams["gather"] = True
-        loss_fn = factory(config.loss.method, **hparams).to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(trainable, config)
-    use_amp = tcfg.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if tcfg.amp_dtype == "bfloat16" else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    stepper = build_training(config, in_channels=in_channels, device=device, loss_factory=loss_factory,
+                             distributed=dist_info.enabled, total_steps=total_steps)
+    model, optimizer, scaler = stepper.model, stepper.optimizer, stepper.scaler
 
     start_epoch, resumed_from = 0, None
     if checkpoint is not None:
@@ -486,11 +548,8 @@ def _pretrain(config, out, resume, progress, loss_factory, dist_info: _Dist, sto
             scaler.load_state_dict(checkpoint["scaler"])
         start_epoch = resumed_from = int(checkpoint["epoch"])
 
-    forward_module: nn.Module = _BYOLForward(model) if is_byol else model
     if dist_info.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        forward_module = DDP(forward_module, device_ids=[device.index] if device.type == "cuda" else None)
+        stepper.wrap_ddp()
 
     # ---- run directory ----------------------------------------------------------------------
     config_dict = config_to_dict(config)
@@ -557,32 +616,11 @@ def _pretrain(config, out, resume, progress, loss_factory, dist_info: _Dist, sto
                                    final_lr_fraction=config.optim.final_lr_fraction)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                v1, v2 = views(x, aug_gen)
-                both = torch.cat([v1, v2])
-                with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-                    out_fwd = forward_module(both)
-                with torch.autocast(device_type=device.type, enabled=False):
-                    if is_byol:
-                        p, zt = out_fwd
-                        p1, p2 = p.float().chunk(2)
-                        t1, t2 = zt.float().chunk(2)
-                        loss = byol_loss(p1, p2, t1, t2)
-                    else:
-                        z1, z2 = out_fwd.float().chunk(2)
-                        loss = loss_fn(z1, z2)
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(
-                        f"non-finite loss ({loss_value}) at epoch {epoch}, step {step} of method "
-                        f"{config.loss.method!r} (lr={lr:.4g}); lower optim.lr, check loss.hparams "
-                        "(e.g. a larger epsilon) or disable train.amp"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                if is_byol:
-                    model.update_target(ema_momentum(step + 1, total_steps, config.loss.ema_base))
+                try:
+                    loss_value = stepper.step(views(x, aug_gen), step)
+                except FloatingPointError as exc:
+                    raise FloatingPointError(f"{exc} (epoch {epoch}, lr={lr:.4g}); lower optim.lr, check "
+                                             "loss.hparams (e.g. a larger epsilon) or disable train.amp") from None
                 loss_value = _all_reduce_mean(loss_value, dist_info, device)
                 loss_sum += loss_value
                 bar.update(1)
