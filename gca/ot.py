@@ -646,15 +646,19 @@ class _KernelOps:
         n, m = C.shape[-2:]
         self.thr_d = m * fi.tiny / fi.eps
         self.thr_e = n * fi.tiny / fi.eps
-        self.ds: list = []  # denominators, checked once at the end (no per-step sync)
-        self.es: list = []
+        self.dmin = self.emin = None  # running minima of the denominators (checked once, no sync)
+
+    def track(self, d, e):
+        # fmin would drop NaNs; minimum propagates them, so a NaN denominator fails ok()
+        if d is not None:
+            self.dmin = d.clone() if self.dmin is None else torch.minimum(self.dmin, d, out=self.dmin)
+        if e is not None:
+            self.emin = e.clone() if self.emin is None else torch.minimum(self.emin, e, out=self.emin)
 
     def ok(self):
-        # NaN-safe: a NaN denominator fails the test
-        good = bool((torch.stack(self.ds) >= self.thr_d).all())
-        if self.es:
-            good = good and bool((torch.stack(self.es) >= self.thr_e).all())
-        self.ds, self.es = [], []
+        good = bool((self.dmin >= self.thr_d).all())
+        if self.emin is not None:
+            good = good and bool((self.emin >= self.thr_e).all())
         return good
 
     # Pr = diag(1/d) K diag(v̂), Pc = diag(ŵ) K diag(1/e): C̄ = K ⊙ Σ_t (x_t y_tᵀ) = K ⊙ (X Yᵀ)
@@ -752,8 +756,9 @@ def _iterate_kernel(ops: _KernelOps, la, lb, c_eps, g0, eps, tau_a, tau_b, max_i
     State: ``v̂ = exp(γ − σ_v)`` with ``max v̂ = 1`` and the scalar ``σ_v = max γ`` per problem.
     Row step: ``d = K v̂``, ``r = (a/d)^{τ_a}``, ``M_u = max r``, ``û = r / M_u``,
     ``σ_u = log M_u + τ_a (c/ε − σ_v)`` — i.e. ``φ = τ_a (log a + c/ε − σ_v − log d)`` exactly;
-    column step symmetric with ``e = Kᵀ û``. The logs of the maxima are taken in one batch when
-    needed, and the potentials are formed from ``d``, ``e`` at the end.
+    column step symmetric with ``e = Kᵀ û``. The logs of the maxima are taken in batches
+    (:class:`_Sigmas`), and the potentials are formed from ``d``, ``e`` at the end. Memory is
+    ``O(n + m)`` per problem unless the unrolled backward records the steps.
     """
     K = ops.K
     a, b = la.exp(), lb.exp()
@@ -761,15 +766,16 @@ def _iterate_kernel(ops: _KernelOps, la, lb, c_eps, g0, eps, tau_a, tau_b, max_i
     gam0 = g0 / eps
     sig_v0 = gam0.amax(-1, keepdim=True)
     vhat = torch.exp(gam0 - sig_v0)
-    ds, es, Mu, Mv = [], [], [], []  # per iteration t (index t − 1)
     sig = _Sigmas(sig_v0, c_eps, tau_a, tau_b)
+    last = []  # (d, e) of the last two iterations
     n_iter, converged, err = 0, False, None
-    uhat = None
+    uhat = mv_prev = None
     for t in range(1, max_iter + 1):
         d = torch.matmul(K, vhat[:, :, None]).squeeze_(-1)
+        ops.track(d, None)
         if tol > 0 and balanced and t > 1 and (t - 1) % check_every == 0:
             # row marginal of P^(2(t-1)) = û ⊙ d ⊙ exp(σ_u + σ_v − c/ε) = û ⊙ d ⊙ M_v (balanced)
-            err = _rel_l1(uhat * d * Mv[-1], a)
+            err = _rel_l1(uhat * d * mv_prev, a)
             if err <= tol:
                 converged = True
                 break
@@ -777,40 +783,94 @@ def _iterate_kernel(ops: _KernelOps, la, lb, c_eps, g0, eps, tau_a, tau_b, max_i
         mu = r.amax(-1, keepdim=True)
         uhat_new = r.div_(mu)
         e = torch.matmul(uhat_new[:, None, :], K).squeeze_(-2)
+        ops.track(None, e)
         s_ = b / e if tau_b == 1.0 else (b / e).pow_(tau_b)
         mv = s_.amax(-1, keepdim=True)
         vhat_new = s_.div_(mv)
         if ops.record:
             ops.rows.append((vhat, d))
             ops.cols.append((uhat_new, e))
-        ds.append(d)
-        es.append(e)
-        Mu.append(mu)
-        Mv.append(mv)
+        sig.push(mu, mv)
+        last = [*last[-1:], (d, e)]
         if tol > 0 and not balanced and t > 1 and (t % check_every == 0 or t == max_iter):
-            su, sv = sig.upto(t, Mu, Mv)
-            phi_old, gam_old = _kernel_potentials(la, lb, c_eps, tau_a, tau_b, sv[t - 2], ds[t - 2], su[t - 2], es[t - 2])
-            phi_new, gam_new = _kernel_potentials(la, lb, c_eps, tau_a, tau_b, sv[t - 1], ds[t - 1], su[t - 1], es[t - 1])
+            phi_old, gam_old = _kernel_potentials(la, lb, c_eps, tau_a, tau_b, sig.sv(t - 2), last[0][0],
+                                                  sig.su(t - 1), last[0][1])
+            phi_new, gam_new = _kernel_potentials(la, lb, c_eps, tau_a, tau_b, sig.sv(t - 1), d, sig.su(t), e)
             err = max(float((phi_new - phi_old).abs().amax()), float((gam_new - gam_old).abs().amax()))
             converged = err <= tol
-        uhat, vhat, n_iter = uhat_new, vhat_new, t
+        uhat, vhat, mv_prev, n_iter = uhat_new, vhat_new, mv, t
         if converged:
             break
     if tol > 0 and not converged and balanced:
         d = torch.matmul(K, vhat[:, :, None]).squeeze_(-1)
-        err = _rel_l1(uhat * d * Mv[-1], a)
+        err = _rel_l1(uhat * d * mv_prev, a)
         converged = err <= tol
-    ops.ds, ops.es = ds, es
     T = n_iter
-    su, sv = sig.upto(T, Mu, Mv)  # sv[k]: σ_v before the row step of iteration k + 1
-    phi, gam = _kernel_potentials(la, lb, c_eps, tau_a, tau_b, sv[T - 1], ds[T - 1], su[T - 1], es[T - 1])
+    phi, gam = _kernel_potentials(la, lb, c_eps, tau_a, tau_b, sig.sv(T - 1), last[-1][0], sig.su(T), last[-1][1])
     if T > 1:
-        gam_prev = _kernel_potentials(la, lb, c_eps, tau_a, tau_b, sv[T - 2], ds[T - 2], su[T - 2], es[T - 2])[1]
+        gam_prev = _kernel_potentials(la, lb, c_eps, tau_a, tau_b, sig.sv(T - 2), last[0][0], sig.su(T - 1),
+                                      last[0][1])[1]
     else:
         gam_prev = gam0
     return _Trace(f=phi * eps, g=gam * eps, g_prev=gam_prev * eps, ops=ops, n_iter=n_iter,
                   converged=converged, error=err, a=a, b=b, eps=eps, tau_a=tau_a, tau_b=tau_b,
-                  domain=ops.name, vhat_last=vhat, sig_v_last=sv[T], c_eps=c_eps)
+                  domain=ops.name, vhat_last=vhat, sig_v_last=sig.sv(T), c_eps=c_eps)
+
+
+class _Sigmas:
+    """Log-scales of the kernel iteration, resolved in batches (one ``log`` call per batch).
+
+    ``σ_u^t = log M_u^t + τ_a (c/ε − σ_v^{t−1})``, ``σ_v^t = log M_v^t + τ_b (c/ε − σ_u^t)``,
+    ``σ_v^0 = max γ^(0)``. Only the last few values are kept (``O(1)`` memory in the iterations).
+    """
+
+    KEEP = 4
+    BATCH = 256
+
+    def __init__(self, sig_v0, c_eps, tau_a, tau_b):
+        self._su, self._sv = {}, {0: sig_v0}
+        self.pending: list = []  # (M_u^t, M_v^t) not yet resolved
+        self.resolved = 0
+        self.c_eps, self.ta, self.tb = c_eps, tau_a, tau_b
+
+    def push(self, mu, mv):
+        self.pending.append((mu, mv))
+        if len(self.pending) >= self.BATCH:
+            self._resolve()
+
+    def _resolve(self):
+        if not self.pending:
+            return
+        L = torch.stack([m for pair in self.pending for m in pair]).log()
+        for i in range(len(self.pending)):
+            t = self.resolved + 1
+            s_u = L[2 * i] + self.ta * (self.c_eps - self._sv[t - 1])
+            self._su[t] = s_u
+            self._sv[t] = L[2 * i + 1] + self.tb * (self.c_eps - s_u)
+            self.resolved = t
+            for dct in (self._su, self._sv):
+                dct.pop(t - self.KEEP, None)
+        self.pending = []
+
+    def su(self, t):
+        """``σ_u^t`` (``t ≥ 1``, one of the last few iterations)."""
+        self._resolve()
+        return self._su[t]
+
+    def sv(self, t):
+        """``σ_v^t`` (``t ≥ 0``, one of the last few iterations)."""
+        self._resolve()
+        return self._sv[t]
+
+
+def _kernel_potentials(la, lb, c_eps, tau_a, tau_b, sig_v, d, sig_u, e):
+    """Dimensionless ``(φ, γ)`` of one iteration from its denominators (no underflow of û, v̂).
+
+    ``sig_v`` is ``σ_v`` before the row step, ``sig_u`` the ``σ_u`` produced by it.
+    """
+    phi = tau_a * (la + c_eps - sig_v - d.log())
+    gam = tau_b * (lb + c_eps - sig_u - e.log())
+    return phi, gam
 
 
 def _final_row_lse(tr: _Trace, record: bool) -> Tensor:
@@ -827,36 +887,6 @@ def _final_row_lse(tr: _Trace, record: bool) -> Tensor:
     if record:
         tr.extra = rec
     return lse
-
-
-class _Sigmas:
-    """Log-scales of the kernel iteration, resolved lazily (one batched ``log`` per call).
-
-    ``σ_u^t = log M_u^t + τ_a (c/ε − σ_v^{t−1})``, ``σ_v^t = log M_v^t + τ_b (c/ε − σ_u^t)``.
-    ``upto(T)`` returns lists ``su[k] = σ_u^{k+1}``, ``sv[k] = σ_v^{k}`` (``sv[0] = σ_v^0``).
-    """
-
-    def __init__(self, sig_v0, c_eps, tau_a, tau_b):
-        self.su, self.sv = [], [sig_v0]
-        self.c_eps, self.ta, self.tb = c_eps, tau_a, tau_b
-
-    def upto(self, T, Mu, Mv):
-        k = len(self.su)
-        if T > k:
-            L = torch.stack(Mu[k:T] + Mv[k:T]).log()
-            n = T - k
-            for i in range(n):
-                s_u = L[i] + self.ta * (self.c_eps - self.sv[-1])
-                self.su.append(s_u)
-                self.sv.append(L[n + i] + self.tb * (self.c_eps - s_u))
-        return self.su, self.sv
-
-
-def _kernel_potentials(la, lb, c_eps, tau_a, tau_b, sig_v, d, sig_u, e):
-    """Dimensionless ``(φ, γ)`` of one iteration from its denominators (no underflow of û, v̂)."""
-    phi = tau_a * (la + c_eps - sig_v - d.log())
-    gam = tau_b * (lb + c_eps - sig_u - e.log())
-    return phi, gam
 
 
 def _rel_l1(x, ref) -> float:

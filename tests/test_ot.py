@@ -636,3 +636,15 @@ def test_cuda_matches_cpu(grad):
         torch.testing.assert_close(r.f.cpu(), ref.f, atol=1e-5, rtol=1e-5)
     (r.f.sum() + r.row_lse.sum()).backward()
     assert torch.isfinite(Cc.grad).all()
+
+
+@pytest.mark.parametrize("rho", [None, (0.2, 3.0)])
+def test_kernel_path_long_runs_match_log_path(rho):
+    """Many iterations (the kernel path resolves its log-scales in batches of 256)."""
+    C, a, b = _problem(9, 7, 32, scale=2.0)
+    kw = dict(epsilon=0.03, max_iter=700, tol=0)
+    rk = _solve(C, a, b, rho, domain="kernel", **kw)
+    rl = _solve(C, a, b, rho, domain="log", **kw)
+    torch.testing.assert_close(rk.f, rl.f, atol=1e-11, rtol=0)
+    torch.testing.assert_close(rk.g_prev, rl.g_prev, atol=1e-11, rtol=0)
+    torch.testing.assert_close(rk.plan, rl.plan, atol=1e-12, rtol=0)
