@@ -135,8 +135,7 @@ def memory_table(n, progress):
     rows = []
     for mode in ("unrolled", "implicit", "detach", "naive autograd (log loop)"):
         for iters in (1, 10, 50):
-            def run():
-                C = C0.clone().requires_grad_()
+            def run(C):
                 if mode.startswith("naive"):
                     f, g = naive_unrolled(C, a, a, 0.5, iters)
                     loss = (f * w1).sum() + (g * w2).sum()
@@ -150,8 +149,12 @@ def memory_table(n, progress):
                 loss.backward()
                 return C.grad
 
-            run()  # warm-up
-            peaks = [peak_memory(run) for _ in range(3)]
+            run(C0.clone().requires_grad_())  # warm-up
+            peaks = []
+            for _ in range(3):
+                C = C0.clone().requires_grad_()  # input allocated outside the measurement
+                peaks.append(peak_memory(lambda: run(C)))
+                del C
             rows.append({"grad": mode, "iterations": iters, "peak_MiB": statistics.median(peaks),
                          "nxn_matrices": statistics.median(peaks) / (n * n * 4 / 2**20)})
             progress.update(1)

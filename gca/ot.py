@@ -969,25 +969,27 @@ class _Implicit(torch.autograd.Function):
         gbar = torch.zeros_like(g) if gbar is None else gbar
         if gpbar is not None:
             gbar = gbar + gpbar
-        P = torch.exp((f[:, :, None] + g[:, None, :] - C) / eps)
+        # (in-place where possible: peak ≈ 2 n×m + 2 m×m buffers)
+        P = (f[:, :, None] - C).add_(g[:, None, :]).div_(eps).exp_()
         r = P.sum(-1)
         c = P.sum(-2)
         sc = c.sqrt()
-        Q = P / r.sqrt()[:, :, None] / sc[:, None, :]  # S = Qᵀ Q
-        S = Q.transpose(-1, -2) @ Q  # (B, m, m)
+        Q = P.div(r.sqrt()[:, :, None]).div_(sc[:, None, :])  # S = Qᵀ Q
+        Mat = torch.matmul(Q.transpose(-1, -2), Q)  # (B, m, m), becomes I − κ S
+        del Q
         kappa = ta * tb
-        rhs = gbar - ta * (P.transpose(-1, -2) @ (fbar / r)[:, :, None])[:, :, 0]
+        rhs = gbar - ta * torch.matmul((fbar / r)[:, None, :], P)[:, 0, :]
         rhs = rhs / sc
-        eye = torch.eye(S.shape[-1], dtype=S.dtype, device=S.device)
-        Mat = eye - kappa * S
-        if kappa == 1.0:
+        Mat.mul_(-kappa).diagonal(dim1=-2, dim2=-1).add_(1.0)
+        if kappa == 1.0:  # gauge direction √c: project it out of the right-hand side, pin it in Mat
             q = sc / sc.norm(dim=-1, keepdim=True)
             rhs = rhs - q * (q * rhs).sum(-1, keepdim=True)
-            Mat = Mat + q[:, :, None] * q[:, None, :]
+            Mat.add_(q[:, :, None] * q[:, None, :])
         w = torch.linalg.solve(Mat, rhs[:, :, None])[:, :, 0]
+        del Mat
         mu = sc * w
-        lam = fbar - tb * (P @ (mu / c)[:, :, None])[:, :, 0]
-        Cbar = ta * (lam / r)[:, :, None] * P + tb * P * (mu / c)[:, None, :]
+        lam = fbar - tb * torch.matmul(P, (mu / c)[:, :, None])[:, :, 0]
+        Cbar = P.mul_((ta * lam / r)[:, :, None] + (tb * mu / c)[:, None, :])
         abar = ta * eps * lam / a if ctx.needs_input_grad[1] else None
         bbar = tb * eps * mu / b if ctx.needs_input_grad[2] else None
         return Cbar, abar, bbar, None, None, None, None, None, None
