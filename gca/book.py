@@ -68,7 +68,9 @@ EXECUTED_DIR = "build"
 MATHJAX_VERSION = "3.2.2"
 _VENDOR_DIR = Path("book") / "_vendor"
 _CDN_PATTERN = re.compile(
-    r"""<(?:script|link)\b[^>]*\b(?:src|href)=["'](?:https?:)?//[^"']*""", re.IGNORECASE
+    r"""<(?:script|link)\b[^>]*\b(?:src|href)=["'](?:https?:)?//[^"']*"""
+    r"""|<script\b[^>]*>[^<]*?["'](?:https?:)?//[^"']*""",  # an address inside an inline script
+    re.IGNORECASE,
 )
 
 
@@ -295,6 +297,9 @@ def execute_notebooks(
         w for w in (os.environ.get("PYTHONWARNINGS"), "ignore:IProgress not found:Warning") if w
     )
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    # Idle OpenMP threads sleep instead of spinning: on a shared or small machine spinning threads
+    # make small torch ops many times slower (and the speed tables meaningless).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     reports = []
     for nb in notebooks:

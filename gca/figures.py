@@ -300,7 +300,8 @@ def figure_index_markdown(records: list[dict], *, image_prefix: str, executed_ro
         if rec.get("caption"):
             lines += [_md_escape(rec["caption"]), ""]
         lines += [
-            f"- **Shown in:** {{ref}}`{rec.get('label', 'fig-' + fid)}` of {{doc}}`{_notebook_docname(rec['notebook'], executed_root)}`",
+            f"- **Shown in:** {{numref}}`Fig. {{number}} <{rec.get('label', 'fig-' + fid)}>` of "
+            f"{{doc}}`{_notebook_docname(rec['notebook'], executed_root)}`",
             f"- **Notebook:** `{rec['notebook']}` with {params or 'no parameters'}; seed `{rec['seed']}`",
             f"- **Code:** gca {rec.get('gca_version', '?')}, commit `{short}`{dirty}; Python {rec.get('python', '?')}",
             f"- **Packages:** " + ", ".join(f"{k} {v}" for k, v in sorted(rec.get("packages", {}).items())),

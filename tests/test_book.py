@@ -161,6 +161,8 @@ def test_check_offline_html(tmp_path):
     assert len(book.check_offline_html(tmp_path)) == 1
     page.write_text('<link rel="stylesheet" href="//fonts.example.org/a.css" />')
     assert len(book.check_offline_html(tmp_path)) == 1
+    page.write_text('<script>const THEBE_JS_URL = "https://unpkg.com/thebe@0.8.2/lib/index.js";</script>')
+    assert len(book.check_offline_html(tmp_path)) == 1
 
 
 def test_execute_validates_arguments():

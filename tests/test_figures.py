@@ -111,7 +111,7 @@ def test_figure_index_lists_provenance_and_citation(fig, tmp_path):
     text = figure_index_markdown(read_sidecars(tmp_path), image_prefix="../build/figures")
     assert "## `index-demo`: Index demo" in text
     assert "```{image} ../build/figures/index-demo.png" in text
-    assert "{ref}`fig-index-demo`" in text and "{doc}`/build/notebooks/02_sinkhorn_vs_pot`" in text
+    assert "{numref}`Fig. {number} <fig-index-demo>`" in text and "{doc}`/build/notebooks/02_sinkhorn_vs_pot`" in text
     assert rec.provenance["git_commit"][:12] in text
     assert "`profile='smoke'`" in text and "d0d0" in text and "What it shows." in text
     assert "{download}`provenance JSON <../build/figures/index-demo.json>`" in text
