@@ -408,6 +408,10 @@ def build_html(root: str | os.PathLike | None = None) -> Path:
     print(f"[gca.book] figure index: {len(records)} figures", flush=True)
     vendor_mathjax(root)
 
+    html = root / "_build" / "html"
+    # Start from an empty HTML folder: Sphinx never deletes pages of documents that left the book,
+    # and a stale page must not be published (the doctree cache keeps rebuilds fast).
+    shutil.rmtree(html, ignore_errors=True)
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(root), "-W", "-n", "--keep-going"]
     print("[gca.book] " + " ".join(cmd), flush=True)
@@ -424,7 +428,6 @@ def build_html(root: str | os.PathLike | None = None) -> Path:
     print(f"[gca.book] jupyter-book finished in {time.perf_counter() - t0:.1f} s (log: {log_path.relative_to(root)})")
     if rc != 0:
         raise RuntimeError(f"jupyter-book build failed (exit {rc}); see {log_path}")
-    html = root / "_build" / "html"
     problems = check_offline_html(html)
     if problems:
         raise RuntimeError("the HTML fetches resources from the network:\n  " + "\n  ".join(problems[:20]))
