@@ -60,6 +60,7 @@ __all__ = [
 
 GRAD_MODES = ("unrolled", "implicit", "detach")
 STAGE_TOL = 1e-3  # stopping tolerance of the intermediate ε-scaling stages
+IMPLICIT_DENSE_MAX = 2048  # implicit backward: dense m × m solve up to this m, conjugate gradient above
 DOMAINS = ("auto", "log", "kernel")
 
 
@@ -293,8 +294,9 @@ def sinkhorn(
           the kernel domain, or one streamed ``n × m`` pass per half-step in the log domain; memory
           ``O(nm + T(n+m))`` instead of ``T`` dense matrices. Always valid for what was computed;
           with ``tol > 0`` the (data-dependent) number of iterations is treated as fixed.
-        - ``"implicit"`` — implicit function theorem at the fixed point (one dense ``m × m`` solve,
-          ``O(m³)`` time, ``O(nm + m²)`` memory whatever the iteration count); exact only at
+        - ``"implicit"`` — implicit function theorem at the fixed point (a dense ``m × m`` solve,
+          ``O(m³)`` time and ``O(nm + m²)`` memory, for ``m ≤ 2048``; matrix-free conjugate
+          gradient above, ``O(nm)`` memory), whatever the iteration count; exact only at
           convergence (use ``tol > 0``; with ``tol = 0`` it is an approximation whose error decays
           with the marginal error). ``g_prev`` is treated as ``g``.
           The balanced fixed point is defined up to ``(f + c, g − c)``: the gradient is exact for
@@ -975,24 +977,63 @@ class _Implicit(torch.autograd.Function):
         c = P.sum(-2)
         sc = c.sqrt()
         Q = P.div(r.sqrt()[:, :, None]).div_(sc[:, None, :])  # S = Qᵀ Q
-        Mat = torch.matmul(Q.transpose(-1, -2), Q)  # (B, m, m), becomes I − κ S
-        del Q
         kappa = ta * tb
         rhs = gbar - ta * torch.matmul((fbar / r)[:, None, :], P)[:, 0, :]
         rhs = rhs / sc
-        Mat.mul_(-kappa).diagonal(dim1=-2, dim2=-1).add_(1.0)
-        if kappa == 1.0:  # gauge direction √c: project it out of the right-hand side, pin it in Mat
+        q = None
+        if kappa == 1.0:  # gauge direction √c: project it out of the right-hand side, pin it in the matrix
             q = sc / sc.norm(dim=-1, keepdim=True)
             rhs = rhs - q * (q * rhs).sum(-1, keepdim=True)
-            Mat.add_(q[:, :, None] * q[:, None, :])
-        w = torch.linalg.solve(Mat, rhs[:, :, None])[:, :, 0]
-        del Mat
+        if Q.shape[-1] <= IMPLICIT_DENSE_MAX:
+            Mat = torch.matmul(Q.transpose(-1, -2), Q)  # (B, m, m), becomes I − κ S (+ q qᵀ)
+            Mat.mul_(-kappa).diagonal(dim1=-2, dim2=-1).add_(1.0)
+            if q is not None:
+                Mat.add_(q[:, :, None] * q[:, None, :])
+            w = torch.linalg.solve(Mat, rhs[:, :, None])[:, :, 0]
+            del Mat
+        else:
+            def matvec(x):
+                y = x - kappa * torch.matmul(torch.matmul(x[:, None, :], Q.transpose(-1, -2)), Q)[:, 0, :]
+                return y if q is None else y + q * (q * x).sum(-1, keepdim=True)
+
+            w = _conjugate_gradient(matvec, rhs)
+        del Q
         mu = sc * w
         lam = fbar - tb * torch.matmul(P, (mu / c)[:, :, None])[:, :, 0]
         Cbar = P.mul_((ta * lam / r)[:, :, None] + (tb * mu / c)[:, None, :])
         abar = ta * eps * lam / a if ctx.needs_input_grad[1] else None
         bbar = tb * eps * mu / b if ctx.needs_input_grad[2] else None
         return Cbar, abar, bbar, None, None, None, None, None, None
+
+
+def _conjugate_gradient(matvec, rhs: Tensor, max_iter: int | None = None) -> Tensor:
+    """Batched CG for the symmetric positive-definite system of the implicit backward.
+
+    Stops at relative residual ``≤ 100·eps`` of the dtype (checked every 5 steps); warns with
+    :class:`SinkhornConvergenceWarning` if ``max_iter`` (default ``2 m``) is reached.
+    """
+    tol = 100 * torch.finfo(rhs.dtype).eps
+    max_iter = 2 * rhs.shape[-1] if max_iter is None else max_iter
+    x = torch.zeros_like(rhs)
+    res = rhs.clone()
+    p = res.clone()
+    rs = (res * res).sum(-1, keepdim=True)
+    ref = rs.sqrt().clamp_min(torch.finfo(rhs.dtype).tiny)
+    for k in range(max_iter):
+        Ap = matvec(p)
+        alpha = rs / (p * Ap).sum(-1, keepdim=True).clamp_min(torch.finfo(rhs.dtype).tiny)
+        x.add_(alpha * p)
+        res.sub_(alpha * Ap)
+        rs_new = (res * res).sum(-1, keepdim=True)
+        if k % 5 == 4 and bool((rs_new.sqrt() <= tol * ref).all()):
+            return x
+        p = res + (rs_new / rs.clamp_min(torch.finfo(rhs.dtype).tiny)) * p
+        rs = rs_new
+    warnings.warn(f"implicit backward: conjugate gradient stopped after {max_iter} iterations at relative "
+                  f"residual {float((rs.sqrt() / ref).max()):.2e}; the fixed point is ill-conditioned "
+                  "(small epsilon): use grad='unrolled' or a larger epsilon", SinkhornConvergenceWarning,
+                  stacklevel=2)
+    return x
 
 
 # ----------------------------------------------------------------------------------------------

@@ -648,3 +648,19 @@ def test_kernel_path_long_runs_match_log_path(rho):
     torch.testing.assert_close(rk.f, rl.f, atol=1e-11, rtol=0)
     torch.testing.assert_close(rk.g_prev, rl.g_prev, atol=1e-11, rtol=0)
     torch.testing.assert_close(rk.plan, rl.plan, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("rho", [None, (0.5, 2.0)])
+def test_implicit_conjugate_gradient_matches_dense(monkeypatch, rho):
+    import gca.ot as got
+
+    C, a, b = _problem(9, 7, 33)
+    W = torch.randn(9, 7, dtype=F64, generator=torch.Generator().manual_seed(5))
+    grads = []
+    for dense_max in (10**9, 0):
+        monkeypatch.setattr(got, "IMPLICIT_DENSE_MAX", dense_max)
+        Cg = C.clone().requires_grad_()
+        r = _solve(Cg, a, b, rho, epsilon=0.3, tol=1e-14, max_iter=20000, grad="implicit")
+        (r.plan * W).sum().backward()
+        grads.append(Cg.grad)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-11, rtol=0)
