@@ -55,6 +55,7 @@ __all__ = [
     "execute_notebooks",
     "vendor_mathjax",
     "check_offline_html",
+    "execution_report_markdown",
     "build_html",
     "main",
 ]
@@ -328,8 +329,10 @@ def execute_notebooks(
             status, error = "error", f"{type(exc).__name__}: {exc}"
         seconds = round(time.perf_counter() - t0, 2)
         print(f"[gca.book]   {status} in {seconds:.1f} s" + (f": {error}" if error else ""), flush=True)
+        prov = collect_provenance(seed=seed)
         reports.append({"notebook": nb, "executed": str(out.relative_to(root)), "parameters": parameters,
-                        "status": status, "error": error, "seconds": seconds})
+                        "status": status, "error": error, "seconds": seconds, "finished": prov["time"],
+                        "git_commit": prov["git_commit"], "git_dirty": prov["git_dirty"]})
 
     path = reports_dir / "execution.json"
     previous = json.loads(path.read_text()).get("notebooks", {}) if path.exists() else {}
@@ -395,6 +398,32 @@ def check_offline_html(html_dir: str | os.PathLike) -> list[str]:
     return problems
 
 
+def execution_report_markdown(root: str | os.PathLike | None = None) -> str:
+    """Markdown table of ``build/reports/execution.json``: how this build's notebooks were run."""
+    root = _find_root(root)
+    path = root / EXECUTED_DIR / "reports" / "execution.json"
+    if not path.is_file():
+        return "No execution report: the notebooks were not executed by `python -m gca.book`.\n"
+    report = json.loads(path.read_text())
+    prov = report.get("provenance", {})
+    lines = [
+        f"Machine of the last execution: {prov.get('device', '?')}; Python {prov.get('python', '?')}.",
+        "",
+        "| notebook | profile | seed | status | seconds | commit | finished (UTC) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for nb in toc_notebooks(root):
+        r = report.get("notebooks", {}).get(nb)
+        if r is None:
+            lines.append(f"| `{nb}` | — | — | not executed | — |")
+            continue
+        status = r["status"] if r["error"] is None else f"{r['status']}: {r['error']}".replace("|", "\\|")
+        commit = str(r.get("git_commit", "?"))[:12] + ("+" if r.get("git_dirty") else "")
+        lines.append(f"| `{nb}` | {r['parameters']['profile']} | {r['parameters']['seed']} | {status} | "
+                     f"{r['seconds']:.1f} | `{commit}` | {r.get('finished', '?')} |")
+    return "\n".join(lines) + "\n"
+
+
 def build_html(root: str | os.PathLike | None = None) -> Path:
     """Figure index + vendored MathJax + ``jupyter-book build . -W -n --keep-going``."""
     from gca.figures import write_figure_index
@@ -406,6 +435,7 @@ def build_html(root: str | os.PathLike | None = None) -> Path:
         raise RuntimeError(f"not executed yet: {missing}; run `python -m gca.book execute --profile smoke` first")
     records = write_figure_index(build / "figures", build / "figure_index.md", image_prefix="../build/figures")
     print(f"[gca.book] figure index: {len(records)} figures", flush=True)
+    (build / "execution_report.md").write_text(execution_report_markdown(root))
     vendor_mathjax(root)
 
     html = root / "_build" / "html"

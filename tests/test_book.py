@@ -185,3 +185,20 @@ def test_citation_cff_cites_the_paper():
     assert cff["cff-version"].startswith("1.2") and cff["title"]
     refs = cff.get("references", []) + [cff.get("preferred-citation", {})]
     assert any("secretly a distribution alignment problem" in r.get("title", "") for r in refs)
+
+
+def test_execution_report_markdown(tmp_path):
+    (tmp_path / "_config.yml").write_text("title: x\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: build/nb/a\n  - file: build/nb/b\n")
+    (tmp_path / "nb").mkdir()
+    for name in "ab":
+        nbformat.write(nbformat.v4.new_notebook(), tmp_path / "nb" / f"{name}.ipynb")
+    assert "No execution report" in book.execution_report_markdown(tmp_path)
+    (tmp_path / "build" / "reports").mkdir(parents=True)
+    report = {"provenance": {"device": "cpu:test"}, "notebooks": {"nb/a.ipynb": {
+        "parameters": {"profile": "smoke", "seed": 0}, "status": "error", "error": "ValueError: x | y",
+        "seconds": 1.25, "git_commit": "abcdef0123456789", "git_dirty": True, "finished": "t0"}}}
+    (tmp_path / "build" / "reports" / "execution.json").write_text(json.dumps(report))
+    text = book.execution_report_markdown(tmp_path)
+    assert "| `nb/a.ipynb` | smoke | 0 | error: ValueError: x \\| y | 1.2 | `abcdef012345+` | t0 |" in text
+    assert "| `nb/b.ipynb` | — | — | not executed | — |" in text and "cpu:test" in text
