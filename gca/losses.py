@@ -380,8 +380,10 @@ def _resolve_target(target: TargetLike, batch: int, layout: str, ref: Tensor) ->
 
 
 def _solve(cost: _ScaledCost, pos_hat: Tensor, pi: Tensor, *, epsilon: float, constraint: str,
-           n_iter: int, rho, mass: str, grad: str):
-    """Dimensionless potentials ``(f/ε, g/ε, g_prev/ε, solver result)`` of the constraint set.
+           n_iter: int, rho, mass: str, grad: str, want_row_lse: bool = False):
+    """Dimensionless potentials ``(f/ε, g/ε, g_prev/ε, row_lse, solver result)`` of the constraint
+    set; ``row_lse_i = log Σ_j exp(g_j/ε − C_ij/ε)`` (the final plan's row normaliser over ``u``)
+    when ``want_row_lse``, else None.
 
     Entropic OT with ``(C, ε, ρ)`` is the problem ``(C/ε, 1, ρ/ε)`` with potentials divided by
     ``ε`` (same iterates, same plan), so the solver receives ``Ĉ = C/ε`` directly — built by one
@@ -394,18 +396,19 @@ def _solve(cost: _ScaledCost, pos_hat: Tensor, pi: Tensor, *, epsilon: float, co
         # f/ε = log μ − logsumexp_j(log K_ij) ; g = g_prev = 0. The log-normaliser is read from
         # the fused log-softmax of F.cross_entropy: CE_i = LSE_i − log K_iπ(i) = LSE_i + Ĉ_iπ(i).
         ce = F.cross_entropy(cost.log_kernel, pi, reduction="none")
-        fh = log_mu - (ce - pos_hat)
+        lse = ce - pos_hat
         zeros = torch.zeros(n, dtype=ref.dtype, device=ref.device)
-        return fh, zeros, zeros, None
+        return log_mu - lse, zeros, zeros, (lse if want_row_lse else None), None
     from . import ot  # lazily: the row-only losses do not need the solver module
 
     a = torch.full((n,), math.exp(log_mu), dtype=ref.dtype, device=ref.device)
+    extra = {"return_row_lse": True} if want_row_lse else {}
     if constraint == "balanced":
-        res = ot.sinkhorn(cost.c, a, a, epsilon=1.0, max_iter=n_iter, tol=0.0, grad=grad)
+        res = ot.sinkhorn(cost.c, a, a, epsilon=1.0, max_iter=n_iter, tol=0.0, grad=grad, **extra)
     else:
         res = ot.sinkhorn_unbalanced(cost.c, a, a, epsilon=1.0, rho=(rho[0] / epsilon, rho[1] / epsilon),
-                                     max_iter=n_iter, tol=0.0, grad=grad)
-    return res.f, res.g, res.g_prev, res
+                                     max_iter=n_iter, tol=0.0, grad=grad, **extra)
+    return res.f, res.g, res.g_prev, (res.row_lse if want_row_lse else None), res
 
 
 def _log_positive_weight(cost: _ScaledCost, pos_hat, h, pi, target):
@@ -567,19 +570,17 @@ def alignment(
         c, pos_hat, pi = _scaled_similarity(z1, z2, layout, cost, epsilon, as_log_kernel=rows_only)
         ref = c._lk if rows_only else c._c
         tgt = _resolve_target(target, batch, layout, ref)
-        fh, gh, gph, solver = _solve(c, pos_hat, pi, epsilon=epsilon, constraint=constraint,
-                                     n_iter=1 if rows_only else n_iter, rho=rho, mass=mass, grad=grad)
+        fh, gh, gph, row_lse, solver = _solve(
+            c, pos_hat, pi, epsilon=epsilon, constraint=constraint, n_iter=1 if rows_only else n_iter,
+            rho=rho, mass=mass, grad=grad, want_row_lse=kl_weight > 0 and kl_on_rows)
 
         per_anchor = torch.zeros_like(fh)
         terms: dict[str, Tensor] = {}
         loss = fh.new_zeros(())
         if kl_weight > 0:
             # −log P_iπ = −(f_i + g_π − C_iπ)/ε ; on rows: −log(P_iπ / Σ_j P_ij), f cancels
-            if kl_on_rows and tgt is None:
-                # −log softmax_j(g_j/ε − C_ij/ε)[π(i)]: the fused cross-entropy kernel
-                kl_i = F.cross_entropy(gh[None, :] - c.c, pi, reduction="none")
-            elif kl_on_rows:
-                row_lse = torch.logsumexp(gh[None, :] - c.c, dim=1)
+            if kl_on_rows:
+                # row_lse_i = log Σ_j K_ij v_j (one matvec in the solver's kernel path)
                 kl_i = row_lse - _target_log_term(c, pos_hat, gh, pi, tgt)
             else:
                 kl_i = -fh - _target_log_term(c, pos_hat, gh, pi, tgt)
