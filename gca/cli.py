@@ -173,8 +173,8 @@ def _cmd_profiles(args) -> int:
 
     for name, values in PROFILES.items():
         print(f"{name}:")
-        if not values:
-            print("  (the defaults: the paper's configuration, see 'gca config --profile paper')")
+        if name == "paper":
+            print("  (the dataclass defaults are the paper's configuration; see 'gca config --profile paper')")
         for k, v in values.items():
             print(f"  {k} = {v}")
     return 0

@@ -65,7 +65,8 @@ METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
 
 # Config fields that may differ between a killed run and its resumption (they do not change results).
-_RESUME_FREE_KEYS = {("train", "device"), ("train", "threads"), ("train", "log_every")}
+_RESUME_FREE_KEYS = {("train", "device"), ("train", "threads"), ("train", "log_every"), ("train", "num_workers"),
+                     ("data", "data_dir")}  # the data itself is checked by its checksum
 
 
 # ---------------------------------------------------------------------------------------------
@@ -542,6 +543,10 @@ def _pretrain(config, out, resume, progress, loss_factory, dist_info: _Dist, sto
     start_epoch, resumed_from = 0, None
     if checkpoint is not None:
         _check_resume_config(checkpoint["config"], config_to_dict(config))
+        saved_sum, data_sum = checkpoint.get("data_checksum"), getattr(dataset, "checksum", None)
+        if saved_sum is not None and data_sum is not None and saved_sum != data_sum:
+            raise ValueError(f"cannot resume: the training data changed (checksum {data_sum}, the checkpoint was "
+                             f"trained on {saved_sum}); point --data-dir at the run's data or start a new run")
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         if checkpoint.get("scaler"):
@@ -590,6 +595,7 @@ def _pretrain(config, out, resume, progress, loss_factory, dist_info: _Dist, sto
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                 "config": config_dict, "method": config.loss.method, "feat_dim": model.backbone.feat_dim,
+                "data_checksum": getattr(dataset, "checksum", None),
             },
             out / CHECKPOINT_NAME,
         )

@@ -94,13 +94,14 @@ def test_stratified_split_is_seeded_and_per_class():
 def test_linear_probe_selects_on_validation_never_on_test():
     x, y = _blobs(n_per_class=50, spread=2.5)
     xt, yt = _blobs(n_per_class=30, spread=2.5, seed=1)
-    wds = (0.0, 1e-3, 1e-1, 10.0)
-    r = linear_probe(x, y, xt, yt, weight_decays=wds, val_fraction=0.2, seed=0)
+    wds = (1e-3, 1e-2, 1e-1, 10.0)
+    r = linear_probe(x, y, xt, yt, weight_decays=wds, val_fraction=0.2, seed=0, max_iter=100)
     assert set(r.val_accuracy) == set(wds)
     assert r.weight_decay == max(r.val_accuracy, key=lambda w: (r.val_accuracy[w], w))
     assert r.test_accuracy > 0.8
     # Scrambling the test labels changes the reported test accuracy but not the selection.
-    scrambled = linear_probe(x, y, xt, yt[torch.randperm(len(yt))], weight_decays=wds, val_fraction=0.2, seed=0)
+    scrambled = linear_probe(x, y, xt, yt[torch.randperm(len(yt))], weight_decays=wds, val_fraction=0.2, seed=0,
+                             max_iter=100)
     assert scrambled.weight_decay == r.weight_decay and scrambled.val_accuracy == r.val_accuracy
     assert scrambled.test_accuracy < r.test_accuracy
     # the returned probe is the final refitted model: its accuracy method reproduces the test figure
@@ -150,3 +151,54 @@ def test_alignment_and_uniformity_formulas():
     collapsed = torch.ones(10, 6)
     assert uniformity(collapsed) == pytest.approx(0.0, abs=1e-9)  # all at one point: log 1
     assert uniformity(z) < -1.0
+
+
+# --------------------------------------------------------------------------- whole-model evaluation
+def _tiny_model(in_channels):
+    torch.manual_seed(0)
+    return build_model(backbone="small", in_channels=in_channels, width=4, projector_hidden_dim=8,
+                       projector_out_dim=4)
+
+
+def test_evaluate_model_domain_probe_and_test_time_corruptions():
+    from gca.config import resolve_config
+    from gca.eval import evaluate_model
+
+    cfg = resolve_config("smoke", dataset="rotated-digits", overrides={
+        "data.load_kwargs.size": 8, "data.n_per_class": 24, "data.test_n_per_class": 8,
+        "eval.corruptions": "gaussian_noise,contrast", "eval.corruption_severities": "1,5",
+        "eval.probe_weight_decays": "1e-3,1e-1"})
+    res = evaluate_model(_tiny_model(1), cfg, progress=False)
+    assert res["n_train"] == 240 and res["n_test"] == 80
+    assert 0.0 <= res["domain_accuracy"] <= 1.0 and res["domain"]["weight_decay"] in (1e-3, 1e-1)
+    assert set(res["corrupted"]) == {"gaussian_noise-1", "gaussian_noise-5", "contrast-1", "contrast-5"}
+    for v in res["corrupted"].values():
+        assert 0.0 <= v["linear_accuracy"] <= 1.0 and 0.0 <= v["knn_accuracy"] <= 1.0
+    assert res["linear_accuracy"] > 0.2 and res["knn_accuracy"] > 0.2  # chance 0.1
+
+
+def test_cifar10c_evaluation_reads_the_official_files(tmp_path):
+    """With 'corrupted' files that hold the clean test images, CIFAR-10-C accuracy must equal the
+    clean test accuracy of the same probe and kNN: the files are read and routed correctly."""
+    import pickle
+
+    from gca.config import resolve_config
+    from gca.eval import evaluate_model
+    from tests.test_train_config import _write_tiny_cifar10
+
+    _write_tiny_cifar10(tmp_path, n=12)
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "rb") as fh:
+        test = pickle.load(fh, encoding="latin1")
+    hwc = test["data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    c_dir = tmp_path / "CIFAR-10-C"
+    c_dir.mkdir()
+    np.save(c_dir / "labels.npy", np.tile(np.asarray(test["labels"], dtype=np.uint8), 5))
+    np.save(c_dir / "snow.npy", np.tile(hwc, (5, 1, 1, 1)))
+    cfg = resolve_config("smoke", dataset="cifar10", overrides={
+        "data.data_dir": str(tmp_path), "eval.cifar10c_corruptions": "snow", "eval.corruption_severities": "1,5",
+        "eval.probe_weight_decays": "1e-2", "eval.knn_k": 5})
+    res = evaluate_model(_tiny_model(3), cfg, progress=False)
+    assert set(res["corrupted"]) == {"cifar10c/snow-1", "cifar10c/snow-5"}
+    for v in res["corrupted"].values():
+        assert v["linear_accuracy"] == pytest.approx(res["linear_accuracy"])
+        assert v["knn_accuracy"] == pytest.approx(res["knn_accuracy"])
