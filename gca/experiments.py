@@ -1,0 +1,986 @@
+"""The paper's experiments (spec §5) as cached runs: a result cache, a study plan per profile, a runner.
+
+Cache
+-----
+Every run (pretraining + frozen evaluation, optionally an analysis of the trained encoder) is
+stored as one small JSON file ``results/<profile>/<experiment>/<method>[-<tag>]-s<seed>-<key>.json``.
+
+- The **key** is a hash of the *full resolved* :class:`~gca.config.RunConfig` (every option after
+  profile, method, dataset and overrides — :func:`gca.config.config_to_dict`) and the analysis
+  requested (e.g. ``"plans"``). A different configuration is a different file.
+- The **code version** of a result is its *code fingerprint* (:class:`CodeTracker`): while the run
+  executes, every function of :mod:`gca` that is called is recorded (``sys.settrace``, call events
+  only), and the result stores a hash of the source of each of those functions and of the
+  module-level code (imports, constants, class fields) of each module they live in, every source
+  parsed with :mod:`ast` and re-emitted without docstrings (comments, docstrings and formatting do
+  not count), plus the torch version. Reporting-only modules (:data:`UNTRACKED_MODULES`) are not
+  part of it. Not the git commit: an unrelated commit (a new loss, the book, tests) must not
+  invalidate a result, while a change to any code the run executed must. (Limitation: a function
+  that ran only at import time, before tracking started, is covered through its module's
+  module-level code only when it is called from there.)
+
+A result is reused only when it is *current* (:func:`check_result`): its key matches its stored
+configuration and :func:`fingerprint_changes` finds no change; otherwise it is *stale* and is
+recomputed (or, in ``cached`` mode, listed as missing with the reason — never shown). Every file
+carries :func:`gca.provenance.collect_provenance` (commit, dirty flag, packages, device, seed, data
+checksum, time).
+
+Modes (:func:`experiment_mode`; environment variable ``GCA_EXPERIMENTS``, or a notebook's ``mode``
+parameter): ``compute`` (default: reuse matching results, compute missing or stale ones),
+``cached`` (never compute: missing/stale runs are listed as missing), ``force`` (recompute
+everything; ``GCA_RECOMPUTE=1`` is a synonym).
+
+Runner
+------
+``python -m gca.experiments run --profile cpu --workers 2`` executes the study's run list
+(:func:`study_plan`) in priority order, each run in its own subprocess (``python -m gca.experiments
+one``), writing each result as soon as it finishes, logging one line per event to
+``results/<profile>/study.log``; a killed study keeps every finished run and resumes where it
+stopped. Run directories (checkpoints, metrics) go to ``runs/experiments/<profile>/`` (git-ignored):
+a finished run directory is reused instead of retrained. ``status`` lists done / stale / missing.
+
+Scale
+-----
+``smoke``: sklearn digits, tiny network, 3 epochs (CI: every notebook in seconds).
+``cpu``: the study shown in the book — CIFAR-10 (JPEG copy), a class-balanced subset of 500 training
+images per class, views and evaluation at 16×16 px, the small convolutional backbone (width 16,
+feature dimension 64), batch 256, 20 epochs, one CPU thread per run; the domain-prior sweep on
+``rotated-digits`` (the offline stand-in for PACS). ``paper``: the paper's configuration (GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+__all__ = [
+    "UNTRACKED_MODULES",
+    "CodeTracker",
+    "module_index",
+    "fingerprint_changes",
+    "fingerprint_id",
+    "check_result",
+    "source_version",
+    "STUDY_PROFILES",
+    "BOOK_TO_STUDY",
+    "MODES",
+    "RunSpec",
+    "study_profile",
+    "experiment_mode",
+    "resolve_spec",
+    "result_key",
+    "result_path",
+    "load_result",
+    "save_result",
+    "run_one",
+    "get_results",
+    "study_plan",
+    "study_status",
+    "run_study",
+    "summarise",
+    "mean_sd",
+    "main",
+]
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Study profiles (the configuration profile each one starts from is in :data:`_STUDY`).
+STUDY_PROFILES = ("smoke", "cpu", "paper")
+#: Book execution profiles (:data:`gca.book.PROFILES`) mapped to study profiles.
+BOOK_TO_STUDY = {"smoke": "smoke", "default": "cpu", "full": "paper"}
+#: Modes of :func:`get_results`.
+MODES = ("compute", "cached", "force")
+
+# --------------------------------------------------------------------------------------------
+# Study settings per profile: the configuration profile plus overrides applied to every run.
+# --------------------------------------------------------------------------------------------
+_STUDY: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "config_profile": "smoke",
+        "overrides": {
+            "data.n_per_class": 60, "data.test_n_per_class": 30,
+            "train.epochs": 3, "train.batch_size": 128, "train.threads": 1, "train.device": "cpu",
+            "optim.warmup_epochs": 0.5,
+            "eval.probe_weight_decays": (1e-4, 1e-2), "eval.probe_max_iter": 60, "eval.knn_k": 10,
+        },
+        "seeds": (0, 1),
+        "noisy_augment": "large_erase",
+        "corruptions": ("gaussian_noise", "contrast"),
+        "domain_dataset": "rotated-digits",
+        "domain_overrides": {},
+        "ablation_iters": (1, 5),
+        "ablation_eps": (0.2, 1.0),
+        "alpha_minus_beta": (-0.2, 0.0, 0.2),
+    },
+    "cpu": {
+        "config_profile": "cpu",
+        "overrides": {
+            "data.n_per_class": 500, "data.test_n_per_class": 500, "data.image_size": 16,
+            "model.width": 16, "model.projector_hidden_dim": 512, "model.projector_out_dim": 128,
+            "train.epochs": 20, "train.batch_size": 256, "train.threads": 1, "train.device": "cpu",
+            "train.checkpoint_every": 5, "optim.warmup_epochs": 2.0,
+            "eval.knn_k": 50,
+        },
+        "seeds": (0, 1, 2),
+        "noisy_augment": "large_erase",
+        "corruptions": ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "gaussian_blur",
+                        "defocus_blur", "brightness", "contrast", "saturate", "pixelate", "jpeg_compression"),
+        "domain_dataset": "rotated-digits",
+        "domain_overrides": {"data.n_per_class": None, "data.test_n_per_class": None, "data.image_size": None,
+                             "train.epochs": 30, "train.batch_size": 256},
+        "ablation_iters": (1, 3, 5, 7, 9, 11),
+        "ablation_eps": (0.1, 0.2, 0.4, 0.6, 0.8, 1.0),
+        "alpha_minus_beta": (-0.5, -0.2, -0.1, -0.05, -0.02, 0.0, 0.02, 0.05, 0.1, 0.2, 0.5),
+    },
+    "paper": {
+        "config_profile": "paper",
+        "overrides": {},
+        "seeds": (0, 1, 2),
+        "noisy_augment": "large_erase",
+        "corruptions": ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "gaussian_blur",
+                        "defocus_blur", "brightness", "contrast", "saturate", "pixelate", "jpeg_compression"),
+        "domain_dataset": "pacs",
+        "domain_overrides": {},
+        "ablation_iters": (1, 3, 5, 7, 9, 11),
+        "ablation_eps": (0.1, 0.2, 0.4, 0.6, 0.8, 1.0),
+        "alpha_minus_beta": (-0.5, -0.2, -0.1, -0.05, -0.02, 0.0, 0.02, 0.05, 0.1, 0.2, 0.5),
+    },
+}
+
+METHODS_ORDER = ("byol", "iot", "iot-uni", "simclr", "ince", "rince", "gca-ince", "gca-rince", "gca-uot")
+EXPERIMENTS = ("standard", "noisy", "domain_prior", "ablation_iters", "ablation_eps", "plans")
+
+
+def study_profile(profile: str) -> str:
+    """Study profile of ``profile``: a study profile itself or a book profile (``default`` → ``cpu``)."""
+    if profile in STUDY_PROFILES:
+        return profile
+    if profile in BOOK_TO_STUDY:
+        return BOOK_TO_STUDY[profile]
+    raise ValueError(f"profile={profile!r} is unknown: choose a study profile {STUDY_PROFILES} "
+                     f"or a book profile {tuple(BOOK_TO_STUDY)}")
+
+
+def study_settings(profile: str) -> dict[str, Any]:
+    """A copy of the study settings of ``profile`` (see the module docstring)."""
+    return copy.deepcopy(_STUDY[study_profile(profile)])
+
+
+def experiment_mode(mode: str | None = None) -> str:
+    """``mode`` if given, else ``$GCA_EXPERIMENTS`` (``GCA_RECOMPUTE=1`` means ``force``), else ``compute``."""
+    if mode is None:
+        if os.environ.get("GCA_RECOMPUTE", "").strip() not in ("", "0"):
+            mode = "force"
+        else:
+            mode = os.environ.get("GCA_EXPERIMENTS", "").strip() or "compute"
+    if mode not in MODES:
+        raise ValueError(f"experiment mode {mode!r} is unknown: choose one of {MODES} "
+                         "(environment variable GCA_EXPERIMENTS)")
+    return mode
+
+
+# --------------------------------------------------------------------------------------------
+# Code fingerprint: the source of exactly the gca code a run executed
+# --------------------------------------------------------------------------------------------
+_GCA_DIR = str(_REPO_ROOT / "gca") + os.sep
+#: Modules never part of a fingerprint: reporting only (provenance, figures, book, command line), or
+#: :mod:`gca.config`, whose only effect on a run is the resolved configuration — and that is the key.
+UNTRACKED_MODULES = ("provenance.py", "figures.py", "book.py", "cli.py", "__main__.py", "config.py")
+#: The functions of this module that compute numbers (the rest of it — settings, which reach a run
+#: only through its configuration, caching, notebook helpers — is not part of a fingerprint).
+RUNNER_FUNCTIONS = ("_run_one", "_plans_analysis")
+_THIS_FILE = str(Path(__file__).resolve())
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def _h(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_INDEX_CACHE: dict[str, tuple[tuple[int, int], tuple[str, dict[str, str]]]] = {}
+
+
+def module_index(path: str | os.PathLike) -> tuple[str, dict[str, str]]:
+    """``(skeleton hash, {qualified name: hash})`` of a source file, docstrings removed.
+
+    Every top-level function and every method of a top-level class gets its own hash (of its
+    :func:`ast.unparse`, decorators included); the *skeleton* is the rest of the module (imports,
+    constants, class bodies without their methods), so a changed default value or dataclass field
+    changes the skeleton. Comments, docstrings and formatting change nothing.
+    """
+    path = str(path)
+    st = os.stat(path)
+    stamp = (st.st_mtime_ns, st.st_size)
+    cached = _INDEX_CACHE.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    tree = _strip_docstrings(ast.parse(Path(path).read_text(), filename=path))
+    functions: dict[str, str] = {}
+    skeleton_body = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            functions[node.name] = _h(ast.unparse(node))
+            continue
+        if isinstance(node, ast.ClassDef):
+            kept = []
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    functions[f"{node.name}.{item.name}"] = _h(ast.unparse(item))
+                else:
+                    kept.append(item)
+            node = copy.copy(node)
+            node.body = kept or [ast.Pass()]
+        skeleton_body.append(node)
+    skeleton = _h(ast.unparse(ast.Module(body=skeleton_body, type_ignores=[])))
+    _INDEX_CACHE[path] = (stamp, (skeleton, functions))
+    return skeleton, functions
+
+
+def _index_name(qualname: str, functions: Mapping[str, str]) -> str | None:
+    """Entry of :func:`module_index` that holds the code object ``qualname`` (``None``: the skeleton)."""
+    name = qualname.split(".<locals>")[0]
+    parts = name.split(".")
+    for k in range(len(parts), 0, -1):
+        cand = ".".join(parts[:k])
+        if cand in functions:
+            return cand
+    return None
+
+
+class CodeTracker:
+    """Records which functions of :mod:`gca` run inside a ``with`` block (``sys.settrace`` on call
+    events only, no line tracing), then turns them into a :func:`fingerprint`."""
+
+    def __init__(self):
+        self.calls: set[tuple[str, str]] = set()
+        self._previous = None
+
+    def _trace(self, frame, event, arg):
+        co = frame.f_code
+        if co.co_filename.startswith(_GCA_DIR):
+            if co.co_filename != _THIS_FILE or co.co_qualname.split(".<locals>")[0] in RUNNER_FUNCTIONS:
+                self.calls.add((co.co_filename, co.co_qualname))
+        return None
+
+    def __enter__(self) -> "CodeTracker":
+        self._previous = sys.gettrace()
+        sys.settrace(self._trace)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.settrace(self._previous)
+
+    def fingerprint(self) -> dict[str, Any]:
+        files: dict[str, str] = {}
+        functions: dict[str, str] = {}
+        for filename, qualname in sorted(self.calls):
+            if Path(filename).name in UNTRACKED_MODULES or not Path(filename).is_file():
+                continue
+            rel = os.path.relpath(filename, _REPO_ROOT)
+            skeleton, index = module_index(filename)
+            if filename != _THIS_FILE:
+                files[rel] = skeleton
+            name = _index_name(qualname, index)
+            if name is not None:
+                functions[f"{rel}::{name}"] = index[name]
+        return {"files": files, "functions": functions, "torch": _torch_version()}
+
+
+def _torch_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:  # pragma: no cover
+        return "unknown"
+
+
+def fingerprint_changes(fp: Mapping[str, Any]) -> list[str]:
+    """What changed since fingerprint ``fp`` was recorded (empty list: the code that produced the
+    result is unchanged). Each entry names a file, a function or the torch version."""
+    if not isinstance(fp, Mapping) or not fp.get("files"):
+        return ["no code fingerprint recorded"]
+    changes = []
+    if fp.get("torch") != _torch_version():
+        changes.append(f"torch {fp.get('torch')} -> {_torch_version()}")
+    indices = {}
+    for rel, skeleton in fp["files"].items():
+        path = _REPO_ROOT / rel
+        if not path.is_file():
+            changes.append(f"{rel} removed")
+            continue
+        try:
+            indices[rel] = module_index(path)
+        except SyntaxError as exc:
+            changes.append(f"{rel} does not parse ({exc})")
+            continue
+        if indices[rel][0] != skeleton:
+            changes.append(f"{rel}: module-level code (imports, constants, class fields)")
+    for key, value in fp.get("functions", {}).items():
+        rel, name = key.split("::", 1)
+        if rel not in indices:
+            path = _REPO_ROOT / rel
+            if not path.is_file():
+                changes.append(f"{rel} removed")
+                continue
+            indices[rel] = module_index(path)
+        current = indices[rel][1].get(name)
+        if current != value:
+            changes.append(f"{rel}: {name}" + (" removed" if current is None else ""))
+    return changes
+
+
+def fingerprint_id(fp: Mapping[str, Any]) -> str:
+    """Short hash of a fingerprint (for logs and tables)."""
+    return _h(json.dumps(fp, sort_keys=True))
+
+
+# --------------------------------------------------------------------------------------------
+# Run specifications
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a study: ``experiment`` (a panel, e.g. ``"standard"``), ``method``, ``seed``,
+    ``overrides`` on top of the study profile, an optional ``analysis`` of the trained encoder
+    (``"plans"``), a ``tag`` naming the setting inside the panel (e.g. ``"T=5"``) and a ``priority``
+    (lower runs first)."""
+
+    experiment: str
+    method: str
+    seed: int = 0
+    overrides: tuple = ()
+    analysis: str | None = None
+    tag: str = ""
+    priority: int = 100
+
+    def __post_init__(self):
+        if self.experiment not in EXPERIMENTS:
+            raise ValueError(f"experiment={self.experiment!r} is unknown; choose one of {EXPERIMENTS}")
+        if self.method not in METHODS_ORDER:
+            raise ValueError(f"method={self.method!r} is unknown; choose one of {METHODS_ORDER}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r} must be a non-negative int")
+        if isinstance(self.overrides, Mapping):
+            object.__setattr__(self, "overrides", tuple(sorted(self.overrides.items())))
+        if self.analysis not in (None, "plans"):
+            raise ValueError(f"analysis={self.analysis!r} must be None or 'plans'")
+
+    @property
+    def label(self) -> str:
+        tag = f" [{self.tag}]" if self.tag else ""
+        return f"{self.experiment}/{self.method}{tag} seed {self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"experiment": self.experiment, "method": self.method, "seed": self.seed,
+                "overrides": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.overrides},
+                "analysis": self.analysis, "tag": self.tag, "priority": self.priority}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunSpec":
+        ov = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(d.get("overrides", {})).items()}
+        return cls(d["experiment"], d["method"], int(d.get("seed", 0)), tuple(sorted(ov.items())),
+                   d.get("analysis"), d.get("tag", ""), int(d.get("priority", 100)))
+
+
+def resolve_spec(spec: RunSpec, profile: str):
+    """The full :class:`~gca.config.RunConfig` of ``spec`` under study ``profile``."""
+    from gca.config import resolve_config
+
+    st = study_settings(profile)
+    overrides = dict(st["overrides"])
+    overrides.update(dict(spec.overrides))
+    overrides["train.seed"] = spec.seed
+    overrides["eval.seed"] = spec.seed
+    return resolve_config(st["config_profile"], method=spec.method, overrides=overrides)
+
+
+def _key_payload(config_dict: Mapping[str, Any], analysis: str | None) -> str:
+    from gca.provenance import config_hash
+
+    return config_hash({"config": config_dict, "analysis": analysis}, code_version=None)
+
+
+def result_key(spec: RunSpec, profile: str) -> str:
+    """Cache key of ``spec``: hash of the full resolved config and the analysis (the code is
+    checked separately, against the fingerprint stored in the result: :func:`load_result`)."""
+    from gca.config import config_to_dict
+
+    return _key_payload(config_to_dict(resolve_spec(spec, profile)), spec.analysis)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def results_root(root: str | os.PathLike | None = None) -> Path:
+    """``$GCA_RESULTS_DIR``, else ``<repo>/results``."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get("GCA_RESULTS_DIR") or _REPO_ROOT / "results")
+
+
+def result_path(spec: RunSpec, profile: str, key: str, *, root: str | os.PathLike | None = None) -> Path:
+    tag = f"-{_slug(spec.tag)}" if spec.tag else ""
+    return (results_root(root) / study_profile(profile) / spec.experiment /
+            f"{spec.method}{tag}-s{spec.seed}-{key}.json")
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name("." + path.name + ".lock")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def in_progress(path: Path) -> bool:
+    """Whether a live process holds the lock of result ``path`` (being computed right now)."""
+    lock = _lock_path(path)
+    try:
+        pid = int(lock.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return _pid_alive(pid)
+
+
+def check_result(path: str | os.PathLike) -> tuple[dict | None, str]:
+    """``(record, state)`` of the result file ``path``: state ``"done"`` (current: its key matches
+    its stored config and the code it ran is unchanged), ``"missing"``, or ``"stale: <why>"``
+    (record ``None`` unless done)."""
+    path = Path(path)
+    if not path.is_file():
+        return None, "missing"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return None, f"stale: unreadable ({exc})"
+    expected = _key_payload(record.get("config"), record.get("spec", {}).get("analysis"))
+    if record.get("key") != expected or not path.stem.endswith(expected):
+        return None, "stale: key does not match the stored configuration"
+    changes = fingerprint_changes(record.get("code", {}))
+    if changes:
+        more = f" (+{len(changes) - 3} more)" if len(changes) > 3 else ""
+        return None, "stale: code changed: " + "; ".join(changes[:3]) + more
+    return record, "done"
+
+
+def load_result(path: str | os.PathLike) -> dict | None:
+    """The stored result at ``path`` if it is current (:func:`check_result`), else ``None``."""
+    return check_result(path)[0]
+
+
+def save_result(record: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``record`` as JSON atomically (temporary file then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True, allow_nan=True, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# One run
+# --------------------------------------------------------------------------------------------
+def _run_dir(spec: RunSpec, profile: str, train_hash: str) -> Path:
+    base = Path(os.environ.get("GCA_RUNS_DIR") or _REPO_ROOT / "runs" / "experiments")
+    return base / study_profile(profile) / f"{spec.method}-s{spec.seed}-{train_hash}"
+
+
+def _plans_analysis(model, config, *, batch: int, n_batches: int) -> dict[str, Any]:
+    """Plans of the trained encoder on test batches: heatmaps for one batch, theory inequalities on all."""
+    import torch
+
+    from gca import augment as gaug
+    from gca.eval import _load_eval_data
+    from gca.losses import make_loss
+
+    ds = _load_eval_data(config, "test")
+    size = config.data.image_size or ds.image_size[0]
+    aug = gaug.build_augment(config.data.augment, size)
+    mean = torch.as_tensor(ds.mean).view(1, -1, 1, 1)
+    std = torch.as_tensor(ds.std).view(1, -1, 1, 1)
+    gen = torch.Generator().manual_seed(config.eval.seed + 12345)
+    perm = torch.randperm(len(ds), generator=gen)
+    eps = 0.5
+    n_batches = max(1, min(n_batches, len(ds) // batch))
+    out: dict[str, Any] = {"batch": batch, "n_batches": n_batches, "epsilon": eps, "checks": []}
+    with torch.no_grad():
+        for b in range(n_batches):
+            idx = perm[b * batch:(b + 1) * batch].sort().values
+            x = ds.images[idx]
+            v1 = (aug(x, generator=gen) - mean) / std
+            v2 = (aug(x, generator=gen) - mean) / std
+            z = model.projector(model.backbone(torch.cat([v1, v2]))).double()
+            z1, z2 = z.chunk(2)
+            rec: dict[str, Any] = {}
+            ince = make_loss("ince", epsilon=eps)(z1, z2, return_details=True)
+            rec["ince"] = float(ince.loss)
+            for T in (1, 2, 5, 10, 50, 200):
+                rec[f"gca_ince_T{T}"] = float(make_loss("gca-ince", epsilon=eps, n_iter=T)(z1, z2))
+            for T in (1, 10, 200):
+                rec[f"gca_rince_q1_T{T}"] = float(make_loss("gca-rince", epsilon=eps, n_iter=T, q=1.0, lam=0.01)(z1, z2))
+            rec["rince_q1"] = float(make_loss("rince", epsilon=eps, q=1.0, lam=0.01)(z1, z2))
+            out["checks"].append(rec)
+            if b == 0:
+                k = min(batch, 16)
+                z1s, z2s = z1[:k], z2[:k]
+                heat = {}
+                for name, loss in (("ince", make_loss("ince", epsilon=eps)),
+                                   ("gca-ince", make_loss("gca-ince", epsilon=eps)),
+                                   ("gca-uot", make_loss("gca-uot", epsilon=eps))):
+                    det = loss(z1s, z2s, return_details=True)
+                    heat[name] = det.plan.double().tolist()
+                    if name == "ince":
+                        heat["kernel"] = det.kernel.double().tolist()
+                out["heatmaps"] = heat
+                out["heatmap_pairs"] = k
+                out["heatmap_labels"] = ds.labels[idx[:k]].tolist()
+    return out
+
+
+def run_one(spec: RunSpec, profile: str, *, root: str | os.PathLike | None = None, progress: bool = False,
+            tracker: CodeTracker | None = None) -> dict[str, Any]:
+    """Pretrain + evaluate ``spec`` under ``profile`` now, write and return its result record.
+
+    The gca code executed is recorded (:class:`CodeTracker`; pass a running ``tracker`` to include
+    what ran before, e.g. imports) and stored as the result's code fingerprint."""
+    own = tracker is None
+    tracker = tracker if tracker is not None else CodeTracker()
+    if own:
+        tracker.__enter__()
+    try:
+        return _run_one(spec, profile, root=root, progress=progress, tracker=tracker)
+    finally:
+        if own:
+            tracker.__exit__(None, None, None)
+
+
+def _run_one(spec: RunSpec, profile: str, *, root, progress: bool, tracker: CodeTracker) -> dict[str, Any]:
+    import torch
+
+    from gca.config import config_to_dict, run_config_hash
+    from gca.eval import evaluate_model
+    from gca.provenance import collect_provenance
+    from gca.train import pretrain, resolve_device
+
+    config = resolve_spec(spec, profile)
+    config_dict = config_to_dict(config)
+    key = _key_payload(config_dict, spec.analysis)
+    path = result_path(spec, profile, key, root=root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = _lock_path(path)
+    lock.write_text(f"{os.getpid()} {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}\n")
+    try:
+        if config.train.threads is not None:
+            torch.set_num_threads(config.train.threads)
+        run_dir = _run_dir(spec, profile, run_config_hash(config))
+        t0 = time.perf_counter()
+        # A finished run directory is reused only if the training code it ran is unchanged.
+        stamp = run_dir / "experiments_fingerprint.json"
+        if (run_dir / "checkpoint.pt").exists():
+            old = json.loads(stamp.read_text()) if stamp.is_file() else {}
+            if fingerprint_changes(old):
+                import shutil
+
+                shutil.rmtree(run_dir)
+        result = pretrain(config, run_dir, resume=(run_dir / "checkpoint.pt").exists(), progress=progress)
+        if not stamp.is_file():
+            save_result(tracker.fingerprint(), stamp)
+        t1 = time.perf_counter()
+        device = resolve_device(config.train.device)
+        metrics = evaluate_model(result.model, config, device=device, progress=progress)
+        t2 = time.perf_counter()
+        epochs = result.epochs
+        record: dict[str, Any] = {
+            "key": key,
+            "profile": study_profile(profile),
+            "spec": spec.to_dict(),
+            "config": config_dict,
+            "config_hash": run_config_hash(config),
+            "metrics": metrics,
+            "train": {
+                "epochs": len(epochs), "final_loss": epochs[-1]["loss"] if epochs else None,
+                "loss_curve": [e["loss"] for e in epochs],
+                "epoch_seconds": [e["seconds"] for e in epochs],
+                "resumed_from_epoch": result.resumed_from_epoch,
+                "run_dir": os.path.relpath(run_dir, _REPO_ROOT),
+            },
+            "timing": {"pretrain_s": t1 - t0, "eval_s": t2 - t1},
+        }
+        if spec.analysis == "plans":
+            result.model.eval()
+            record["plans"] = _plans_analysis(result.model.cpu(), config, batch=64, n_batches=8)
+            record["timing"]["analysis_s"] = time.perf_counter() - t2
+        record["timing"]["total_s"] = time.perf_counter() - t0
+        record["code"] = tracker.fingerprint()
+        record["code_id"] = fingerprint_id(record["code"])
+        record["provenance"] = collect_provenance(
+            seed=spec.seed, data_checksum=metrics.get("train_checksum"), device=device,
+            command=" ".join(sys.argv), threads=torch.get_num_threads())
+        save_result(record, path)
+        return record
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Study plan
+# --------------------------------------------------------------------------------------------
+def _alpha_beta(d: float) -> tuple[float, float]:
+    return (max(d, 0.0), max(-d, 0.0))
+
+
+def study_plan(profile: str, experiments: Iterable[str] | None = None) -> list[RunSpec]:
+    """Every run of the study under ``profile``, most important first (see module docstring)."""
+    st = study_settings(profile)
+    seeds = tuple(st["seeds"])
+    key_std = ("ince", "gca-ince", "gca-uot")
+    key_noisy = ("rince", "gca-rince")
+    noisy_ov = {"data.augment": st["noisy_augment"], "eval.corruptions": tuple(st["corruptions"])}
+    plan: list[RunSpec] = []
+    for s in seeds:
+        for m in key_std:
+            plan.append(RunSpec("standard", m, s, priority=10 + s))
+    for s in seeds:
+        for m in key_noisy:
+            plan.append(RunSpec("noisy", m, s, noisy_ov, priority=20 + s))
+    for m in METHODS_ORDER:
+        if m not in key_std:
+            plan.append(RunSpec("standard", m, seeds[0], priority=30))
+    for m in METHODS_ORDER:
+        if m not in key_noisy:
+            plan.append(RunSpec("noisy", m, seeds[0], noisy_ov, priority=40))
+    for d in st["alpha_minus_beta"]:
+        a, b = _alpha_beta(d)
+        ov = {"data.dataset": st["domain_dataset"], **st["domain_overrides"], "loss.target": "domain_prior",
+              "loss.target_alpha": a, "loss.target_beta": b}
+        plan.append(RunSpec("domain_prior", "gca-ince", seeds[0], ov, tag=f"a-b={d:g}", priority=50))
+    for T in st["ablation_iters"]:
+        plan.append(RunSpec("ablation_iters", "gca-ince", seeds[0], {"loss.hparams.n_iter": T},
+                            tag=f"T={T}", priority=60))
+    for e in st["ablation_eps"]:
+        plan.append(RunSpec("ablation_eps", "gca-ince", seeds[0], {"loss.hparams.epsilon": e},
+                            tag=f"eps={e:g}", priority=60))
+    plan.append(RunSpec("plans", "gca-uot", seeds[0], analysis="plans", priority=70))
+    if experiments is not None:
+        wanted = set(experiments)
+        unknown = wanted - set(EXPERIMENTS)
+        if unknown:
+            raise ValueError(f"unknown experiments {sorted(unknown)}; choose from {EXPERIMENTS}")
+        plan = [p for p in plan if p.experiment in wanted]
+    return sorted(plan, key=lambda p: p.priority)
+
+
+# --------------------------------------------------------------------------------------------
+# Fetching results (notebooks)
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Results:
+    """What :func:`get_results` returns: ``records`` (one per finished run, in plan order) and
+    ``missing`` (specs with no current result, with the reason: ``missing``, ``stale``,
+    ``running``, or the error of a failed computation)."""
+
+    profile: str
+    records: list[dict] = field(default_factory=list)
+    missing: list[tuple[RunSpec, str]] = field(default_factory=list)
+    computed: int = 0
+    reused: int = 0
+
+    def by(self, experiment: str | None = None, method: str | None = None, tag: str | None = None) -> list[dict]:
+        return [r for r in self.records if (experiment is None or r["spec"]["experiment"] == experiment)
+                and (method is None or r["spec"]["method"] == method) and (tag is None or r["spec"]["tag"] == tag)]
+
+    def missing_text(self) -> str:
+        if not self.missing:
+            return "All runs of this page are computed with the current code."
+        lines = [f"{len(self.missing)} run(s) have no current result and are NOT shown:"]
+        lines += [f"- {s.label}: {why}" for s, why in self.missing]
+        return "\n".join(lines)
+
+
+def _find_stale(spec: RunSpec, profile: str, root) -> bool:
+    folder = results_root(root) / study_profile(profile) / spec.experiment
+    tag = f"-{_slug(spec.tag)}" if spec.tag else ""
+    return any(folder.glob(f"{spec.method}{tag}-s{spec.seed}-*.json"))
+
+
+def get_results(specs: Sequence[RunSpec], profile: str, *, mode: str | None = None,
+                root: str | os.PathLike | None = None, progress: bool = False) -> Results:
+    """Results of ``specs``: reused when the key matches, else computed (mode ``compute``/``force``)
+    or listed as missing (mode ``cached``; also while another process is computing a run)."""
+    mode = experiment_mode(mode)
+    out = Results(study_profile(profile))
+    for spec in specs:
+        key = result_key(spec, profile)
+        path = result_path(spec, profile, key, root=root)
+        record, state = check_result(path)
+        if mode == "force":
+            record = None
+        if record is not None:
+            out.records.append(record)
+            out.reused += 1
+            continue
+        if in_progress(path):
+            out.missing.append((spec, "being computed by another process (see the study log)"))
+            continue
+        if mode == "cached":
+            why = "not computed yet" if state == "missing" else state + " — not shown"
+            out.missing.append((spec, why))
+            continue
+        try:
+            out.records.append(run_one(spec, profile, root=root, progress=progress))
+            out.computed += 1
+        except Exception as exc:  # a failed run is reported on the page, never hidden
+            out.missing.append((spec, f"failed: {type(exc).__name__}: {exc}"))
+    return out
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (``nan`` for one value) and count."""
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    n = len(vals)
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    m = sum(vals) / n
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (n - 1)) if n > 1 else float("nan")
+    return m, sd, n
+
+
+def summarise(records: Sequence[dict], metric: str = "linear_accuracy", *, group: str = "method") -> dict[str, dict]:
+    """``{group value: {"mean", "sd", "n", "values", "seeds"}}`` of ``metrics[metric]`` (×100 for
+    accuracies is left to the caller)."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        g = r["spec"][group] if group in r["spec"] else r[group]
+        groups.setdefault(g, []).append(r)
+    out = {}
+    for g, rs in groups.items():
+        vals = [_metric(r, metric) for r in rs]
+        m, sd, n = mean_sd(vals)
+        out[g] = {"mean": m, "sd": sd, "n": n, "values": vals, "seeds": [r["spec"]["seed"] for r in rs]}
+    return out
+
+
+def _metric(record: dict, metric: str):
+    node: Any = record["metrics"]
+    for part in metric.split("/"):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+# --------------------------------------------------------------------------------------------
+# Study status and runner
+# --------------------------------------------------------------------------------------------
+def study_status(profile: str, experiments: Iterable[str] | None = None, *, root=None) -> list[tuple[RunSpec, str, Path]]:
+    """``(spec, state, path)`` for every run of the plan; state in done / running / stale / missing."""
+    rows = []
+    for spec in study_plan(profile, experiments):
+        try:
+            key = result_key(spec, profile)
+        except ValueError as exc:
+            rows.append((spec, f"invalid: {exc}", Path("-")))
+            continue
+        path = result_path(spec, profile, key, root=root)
+        _, state = check_result(path)
+        if state != "done" and in_progress(path):
+            state = "running"
+        rows.append((spec, state, path))
+    return rows
+
+
+def source_version() -> str:
+    """Hash of the raw bytes of every tracked gca source file (the runner retries a failed run
+    only after this changes)."""
+    h = hashlib.sha256()
+    for path in sorted((_REPO_ROOT / "gca").glob("*.py")):
+        if path.name not in UNTRACKED_MODULES:
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _log(log_path: Path, message: str) -> None:
+    line = f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} {message}"
+    print(line, flush=True)
+    with open(log_path, "a") as fh:
+        fh.write(line + "\n")
+
+
+def run_study(profile: str, *, experiments: Iterable[str] | None = None, workers: int = 1, root=None,
+              log_path: str | os.PathLike | None = None, force: bool = False, watch_s: float = 0.0) -> int:
+    """Compute every run of the plan that has no current result, ``workers`` subprocesses at a time,
+    most important first; returns the number of failed runs.
+
+    The queue is re-planned whenever a worker is free: the code version and every key are computed
+    again, so a code change during the study makes the runs it invalidated due again (in priority
+    order) and the study converges to results of the current code. A run that failed is not
+    retried under the same key. With ``watch_s > 0`` the runner keeps polling for that many seconds
+    after the plan is complete (to pick up later code changes). Each subprocess writes its own
+    result file as soon as it finishes; a killed study keeps everything that finished.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    prof = study_profile(profile)
+    base = results_root(root) / prof
+    base.mkdir(parents=True, exist_ok=True)
+    log = Path(log_path) if log_path is not None else base / "study.log"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
+    if root is not None:
+        env["GCA_RESULTS_DIR"] = str(Path(root).resolve())
+    running: dict[str, tuple[subprocess.Popen, RunSpec, float]] = {}
+    failed_keys: set[tuple[str, str]] = set()
+    started_code: dict[str, str] = {}
+    invalid_logged: set[str] = set()
+    forced: set[str] = set()
+    done_once = False
+    idle_since: float | None = None
+    last_code = None
+    _log(log, f"study {prof}: start (workers={workers}, pid {os.getpid()})")
+    last_code = None
+    while True:
+        # reap finished workers
+        for path_key, (proc, spec, t0) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            out = proc.stdout.read() if proc.stdout else ""
+            del running[path_key]
+            if proc.returncode == 0:
+                _log(log, f"done  {spec.label} in {time.time() - t0:.0f} s: "
+                          f"{out.strip().splitlines()[-1] if out.strip() else ''}")
+            else:
+                failed_keys.add((path_key, started_code[path_key]))
+                _log(log, f"FAIL  {spec.label} after {time.time() - t0:.0f} s (exit {proc.returncode}); "
+                          f"see {base / 'worker.err'}")
+        # plan: what is due under the current code
+        code = source_version()
+        if code != last_code:
+            _log(log, f"gca sources {code}")
+            last_code = code
+        due = []
+        for spec, state, path in study_status(prof, experiments, root=root):
+            if state.startswith("invalid"):
+                if spec.label not in invalid_logged:
+                    _log(log, f"skip  {spec.label}: {state}")
+                    invalid_logged.add(spec.label)
+                continue
+            k = str(path)
+            if k in running or (k, code) in failed_keys:
+                continue
+            if state == "missing" or state.startswith("stale") or (force and k not in forced):
+                due.append((spec, k))
+        if not done_once:
+            _log(log, f"{len(due)} runs due, {len(running)} running")
+            done_once = True
+        while due and len(running) < workers:
+            spec, k = due.pop(0)
+            forced.add(k)
+            cmd = [sys.executable, "-m", "gca.experiments", "one", "--profile", prof,
+                   "--spec", json.dumps(spec.to_dict())]
+            err = open(base / "worker.err", "a")
+            proc = subprocess.Popen(cmd, cwd=_REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+            running[k] = (proc, spec, time.time())
+            started_code[k] = code
+            _log(log, f"start {spec.label} (pid {proc.pid}; {len(due)} more due)")
+        if not running and not due:
+            if idle_since is None:
+                idle_since = time.time()
+                _log(log, f"study {prof}: nothing due ({len(failed_keys)} failed under their current keys)")
+            if time.time() - idle_since >= watch_s:
+                break
+            time.sleep(30)
+            continue
+        idle_since = None
+        time.sleep(2.0)
+    _log(log, f"study {prof}: exit, {len(failed_keys)} failed")
+    return len(failed_keys)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gca.experiments", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run the study's missing runs (each result written when it finishes)")
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--only", nargs="+", default=None, choices=EXPERIMENTS, help="only these experiments")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--force", action="store_true", help="recompute runs that have a current result")
+    p.add_argument("--log", default=None)
+    p.add_argument("--watch", type=float, default=0.0, help="seconds to keep polling for code changes once done")
+    p = sub.add_parser("status", help="done / running / stale / missing for every run of the plan")
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--only", nargs="+", default=None, choices=EXPERIMENTS)
+    p = sub.add_parser("one", help="compute one run (used by 'run')")
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--spec", required=True, help="RunSpec as JSON")
+    p = sub.add_parser("check", help="is a result file current? (prints done / missing / stale: why)")
+    p.add_argument("path")
+    args = parser.parse_args(argv)
+
+    if args.command == "run":
+        return 1 if run_study(args.profile, experiments=args.only, workers=args.workers, force=args.force,
+                              log_path=args.log, watch_s=args.watch) else 0
+    if args.command == "status":
+        rows = study_status(args.profile, args.only)
+        for spec, state, path in rows:
+            print(f"{state:8s} {spec.label:45s} {path.name if state == 'done' else ''}")
+        counts = {}
+        for _, state, _ in rows:
+            counts[state.split(':')[0]] = counts.get(state.split(':')[0], 0) + 1
+        print(counts)
+        return 0
+    if args.command == "one":
+        import warnings
+
+        warnings.simplefilter("default")
+        spec = RunSpec.from_dict(json.loads(args.spec))
+        try:
+            with CodeTracker() as tracker:  # from before the first gca import of the run
+                rec = run_one(spec, args.profile, tracker=tracker)
+        except Exception:
+            traceback.print_exc()
+            print(f"failed: {spec.label}", file=sys.stderr)
+            return 1
+        m = rec["metrics"]
+        print(f"linear {m['linear_accuracy']:.4f} knn {m['knn_accuracy']:.4f} "
+              f"total {rec['timing']['total_s']:.0f} s -> {os.path.relpath(result_path(spec, args.profile, rec['key']), _REPO_ROOT)}")
+        return 0
+    if args.command == "check":
+        rec, state = check_result(args.path)
+        print(state)
+        return 0 if rec is not None else 1
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())
