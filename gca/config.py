@@ -51,7 +51,7 @@ __all__ = [
     "run_config_hash",
 ]
 
-#: Pretraining methods: the loss names of :func:`gca.losses.make_loss` plus ``"byol"``.
+#: The pretraining methods, the loss names of :func:`gca.losses.make_loss` plus ``"byol"``.
 METHODS = ("simclr", "ince", "rince", "gca-ince", "gca-rince", "gca-uot", "iot", "iot-uni", "byol")
 
 
@@ -96,11 +96,20 @@ class ModelConfig:
 class LossConfig:
     """Pretraining objective: ``method`` in :data:`METHODS`; ``hparams`` are passed verbatim to
     :func:`gca.losses.make_loss` (its defaults are the paper's: ε = 0.5, 10 iterations, ...).
-    BYOL: ``ema_base`` is the target decay τ_base of the cosine EMA schedule."""
+    BYOL: ``ema_base`` is the target decay τ_base of the cosine EMA schedule.
+
+    ``target`` is the target plan of every batch (paper §4, "Custom targets"): ``"positive"``
+    (the permutation Π of positive pairs), ``"domain_prior"``
+    (:func:`gca.plans.domain_prior_plan` of the batch's domain labels with ``target_alpha``,
+    ``target_beta``; needs a multi-domain dataset) or ``"supervised"``
+    (:func:`gca.plans.supervised_plan` of the batch's class labels)."""
 
     method: str = "gca-uot"
     hparams: dict = field(default_factory=dict)
     ema_base: float = 0.996
+    target: str = "positive"
+    target_alpha: float = 0.0
+    target_beta: float = 0.0
 
 
 @dataclass
@@ -243,6 +252,7 @@ _ALLOWED = {
     "model.stem": ("cifar", "imagenet"),
     "model.norm": ("batch", "group", "none"),
     "loss.method": METHODS,
+    "loss.target": ("positive", "domain_prior", "supervised"),
     "optim.name": ("sgd", "adam"),
     "optim.schedule": ("cosine", "constant"),
     "train.amp_dtype": ("bfloat16", "float16"),
@@ -426,6 +436,23 @@ def validate_config(config: RunConfig, *, check_loss: bool = True) -> RunConfig:
     _need(m.projector_out_dim >= 1, f"model.projector_out_dim must be >= 1, got {m.projector_out_dim}")
     _need(m.predictor_hidden_dim >= 1, f"model.predictor_hidden_dim must be >= 1, got {m.predictor_hidden_dim}")
     _need(0.0 <= lo.ema_base <= 1.0, f"loss.ema_base must lie in [0, 1], got {lo.ema_base}")
+    _need(math.isfinite(lo.target_alpha) and lo.target_alpha >= 0,
+          f"loss.target_alpha must be finite and >= 0, got {lo.target_alpha}")
+    _need(math.isfinite(lo.target_beta) and lo.target_beta >= 0,
+          f"loss.target_beta must be finite and >= 0, got {lo.target_beta}")
+    if lo.target != "positive":
+        _need(lo.method != "byol", f"method 'byol' has no target plan; loss.target must be 'positive', got {lo.target!r}")
+        if lo.method != "byol":
+            import inspect
+
+            import gca.losses as glosses
+
+            fn = getattr(glosses, lo.method.replace("-", "_") + "_loss")
+            _need("target" in inspect.signature(fn).parameters,
+                  f"method {lo.method!r} is defined for the positive-pair target only; use loss.target=positive")
+    elif lo.target_alpha or lo.target_beta:
+        raise ValueError("loss.target_alpha / loss.target_beta are used only with loss.target=domain_prior; "
+                         f"got target={lo.target!r}")
     _need(math.isfinite(o.lr) and o.lr > 0, f"optim.lr must be a finite number > 0, got {o.lr}")
     _need(0.0 <= o.momentum < 1.0, f"optim.momentum must lie in [0, 1), got {o.momentum}")
     _need(not (o.nesterov and o.name == "sgd" and o.momentum == 0),

@@ -56,6 +56,7 @@ __all__ = [
     "TrainStep",
     "build_training",
     "ViewMaker",
+    "batch_target",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -307,6 +308,30 @@ class _BYOLForward(nn.Module):
         return p, zt
 
 
+def batch_target(config: RunConfig, dataset, global_indices: Tensor, device: torch.device) -> Tensor | None:
+    """The target plan of one (global) batch as configured by ``loss.target`` (None = positives Π).
+
+    Built from the labels / domains of the *global* batch (every process holds the whole index
+    permutation), so it matches the gathered embeddings under DDP.
+    """
+    kind = config.loss.target
+    if kind == "positive":
+        return None
+    from gca import plans
+
+    layout = config.loss.hparams.get("layout", "joint")
+    if kind == "domain_prior":
+        domains = getattr(dataset, "domains", None)
+        if domains is None:
+            raise ValueError(f"loss.target=domain_prior needs domain labels, but dataset {dataset.name!r} has none; "
+                             "use a multi-domain dataset (e.g. rotated-digits, pacs)")
+        plan = plans.domain_prior_plan(domains[global_indices], alpha=config.loss.target_alpha,
+                                       beta=config.loss.target_beta, layout=layout)
+    else:
+        plan = plans.supervised_plan(dataset.labels[global_indices], layout)
+    return plan.to(device)
+
+
 class TrainStep:
     """One optimisation step of the pretraining loop, shared by :func:`pretrain` and the benchmarks.
 
@@ -333,8 +358,8 @@ class TrainStep:
         ids = [self.device.index] if self.device.type == "cuda" else None
         self.forward_module = DDP(self.forward_module, device_ids=ids)
 
-    def loss(self, v1: Tensor, v2: Tensor) -> Tensor:
-        """Forward both views and return the (float32) loss tensor."""
+    def loss(self, v1: Tensor, v2: Tensor, target: Tensor | None = None) -> Tensor:
+        """Forward both views and return the (float32) loss tensor (``target``: a plan for this batch)."""
         both = torch.cat([v1, v2])
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             out = self.forward_module(both)
@@ -345,10 +370,10 @@ class TrainStep:
                 t1, t2 = zt.float().chunk(2)
                 return byol_loss(p1, p2, t1, t2)
             z1, z2 = out.float().chunk(2)
-            return self.loss_fn(z1, z2)
+            return self.loss_fn(z1, z2) if target is None else self.loss_fn(z1, z2, target=target)
 
-    def step(self, views: tuple[Tensor, Tensor], step: int) -> float:
-        loss = self.loss(*views)
+    def step(self, views: tuple[Tensor, Tensor], step: int, target: Tensor | None = None) -> float:
+        loss = self.loss(*views, target=target)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"non-finite loss ({value}) at step {step} of method {self.config.loss.method!r}")
@@ -531,6 +556,9 @@ def _pretrain(config, out, resume, progress, loss_factory, dist_info: _Dist, sto
         )
     total_steps = steps_per_epoch * tcfg.epochs
     warmup_steps = min(int(round(config.optim.warmup_epochs * steps_per_epoch)), total_steps)
+    if config.loss.target == "domain_prior" and getattr(dataset, "domains", None) is None:
+        raise ValueError(f"loss.target=domain_prior needs domain labels, but dataset {dataset.name!r} has none; "
+                         "use a multi-domain dataset (e.g. rotated-digits, pacs)")
     source = _BatchSource(dataset, device, tcfg.num_workers)
     mean, std = _dataset_stats(dataset)
     views = ViewMaker(config.data.augment, size, mean, std, device)
@@ -622,8 +650,12 @@ def _pretrain(config, out, resume, progress, loss_factory, dist_info: _Dist, sto
                                    final_lr_fraction=config.optim.final_lr_fraction)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
+                target = None
+                if config.loss.target != "positive":
+                    target = batch_target(config, dataset, perm[step_in_epoch * global_batch:
+                                                                (step_in_epoch + 1) * global_batch], device)
                 try:
-                    loss_value = stepper.step(views(x, aug_gen), step)
+                    loss_value = stepper.step(views(x, aug_gen), step, target)
                 except FloatingPointError as exc:
                     raise FloatingPointError(f"{exc} (epoch {epoch}, lr={lr:.4g}); lower optim.lr, check "
                                              "loss.hparams (e.g. a larger epsilon) or disable train.amp") from None

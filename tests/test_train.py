@@ -185,3 +185,36 @@ def test_batch_larger_than_dataset_is_rejected(tmp_path):
 def test_pretrain_rejects_non_config(tmp_path):
     with pytest.raises(TypeError, match="RunConfig"):
         pretrain({"train": {}}, tmp_path)
+
+
+# --------------------------------------------------------------------------- target plans per batch
+def _rot(method="gca-ince", **over):
+    return tiny_config(method, **{"data.dataset": "rotated-digits", "train.epochs": 1, **over})
+
+
+def test_domain_prior_target_changes_training_and_reduces_to_positives(tmp_path):
+    base = pretrain(_rot(), tmp_path / "pos", progress=False)
+    zero = pretrain(_rot(**{"loss.target": "domain_prior"}), tmp_path / "zero", progress=False)  # α = β = 0: Π
+    prior = pretrain(_rot(**{"loss.target": "domain_prior", "loss.target_alpha": 0.5}), tmp_path / "prior",
+                     progress=False)
+    sup = pretrain(_rot(**{"loss.target": "supervised"}), tmp_path / "sup", progress=False)
+    losses = {name: [r["loss"] for r in read_metrics(tmp_path / name, "step")] for name in ("pos", "zero", "prior", "sup")}
+    assert losses["zero"] == pytest.approx(losses["pos"], rel=1e-5)
+    assert losses["prior"][1:] != pytest.approx(losses["pos"][1:], rel=1e-3)
+    assert all(math.isfinite(v) for v in losses["prior"] + losses["sup"])
+    w0, w1 = weights(base.model), weights(prior.model)
+    assert any(not torch.allclose(w0[k], w1[k]) for k in w0 if w0[k].is_floating_point())
+    assert sup.epochs and zero.epochs
+
+
+def test_target_plan_errors(tmp_path):
+    with pytest.raises(ValueError, match="domain labels"):
+        pretrain(tiny_config("gca-ince", **{"loss.target": "domain_prior"}), tmp_path, progress=False)  # digits
+    with pytest.raises(ValueError, match="byol"):
+        tiny_config("byol", **{"loss.target": "supervised"})
+    with pytest.raises(ValueError, match="positive-pair target only"):
+        tiny_config("iot-uni", **{"loss.target": "supervised"})
+    with pytest.raises(ValueError, match="only with loss.target=domain_prior"):
+        tiny_config("gca-ince", **{"loss.target_alpha": 0.1})
+    with pytest.raises(ValueError, match="target_beta"):
+        tiny_config("gca-ince", **{"loss.target": "domain_prior", "loss.target_beta": -1})
