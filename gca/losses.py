@@ -635,15 +635,24 @@ def _out(result: Alignment, return_details: bool):
     return result if return_details else result.loss
 
 
-def simclr_loss(z1, z2, *, epsilon: float = DEFAULT_EPSILON, target: TargetLike = None,
-                gather: bool = False, return_details: bool = False):
+def _joint_only(name: str, layout) -> None:
+    if layout != "joint":
+        _check_layout(layout)
+        raise ValueError(f"{name} is defined on the joint layout (paper §4); got layout={layout!r}. "
+                         f"Use ince/gca-ince for the cross layout")
+
+
+def simclr_loss(z1, z2, *, epsilon: float = DEFAULT_EPSILON, layout: str = "joint",
+                target: TargetLike = None, gather: bool = False, return_details: bool = False):
     r"""SimCLR's NT-Xent: INCE on the joint layout (paper §4).
 
     .. math:: L = \frac1N \sum_i -\log \frac{e^{s_{i\pi(i)}}}{\sum_{j\ne i} e^{s_{ij}}},
               \quad s = ZZ^\top/\varepsilon,\ Z = [\hat z_1; \hat z_2],\ N = 2B
 
-    Shapes: ``z1, z2``: ``(B, d)``; returns a scalar (or :class:`Alignment`).
+    Shapes: ``z1, z2``: ``(B, d)``; returns a scalar (or :class:`Alignment`). ``layout`` is
+    accepted for uniform configuration code but must be ``"joint"``.
     """
+    _joint_only("simclr", layout)
     return _out(alignment(z1, z2, epsilon=epsilon, layout="joint", constraint="rows",
                           target=target, gather=gather), return_details)
 
@@ -742,23 +751,24 @@ def gca_uot_loss(z1, z2, *, epsilon: float = DEFAULT_EPSILON, n_iter: int = DEFA
 
 
 def iot_loss(z1, z2, *, epsilon: float = DEFAULT_EPSILON, n_iter: int = DEFAULT_N_ITER,
-             target: TargetLike = None, grad: str = "unrolled", gather: bool = False,
-             return_details: bool = False):
+             layout: str = "joint", target: TargetLike = None, grad: str = "unrolled",
+             gather: bool = False, return_details: bool = False):
     r"""IOT (Shi et al., ICML 2023): alternating row/column normalisation of the joint kernel.
 
     .. math:: L = \frac1N \sum_i -\log P_{i\pi(i)}, \qquad P = \text{Sinkhorn}_T(K),\ \mu=\nu=1_N
 
     By the paper's definition (§4) this is GCA-INCE on the joint layout with uniform marginals;
     it is kept as its own name so configurations and tables read like the paper's.
-    Shapes: ``z1, z2``: ``(B, d)``; returns a scalar.
+    Shapes: ``z1, z2``: ``(B, d)``; returns a scalar. ``layout`` must be ``"joint"``.
     """
+    _joint_only("iot", layout)
     return _out(alignment(z1, z2, epsilon=epsilon, layout="joint", constraint="balanced",
                           n_iter=n_iter, target=target, grad=grad, gather=gather), return_details)
 
 
 def iot_uni_loss(z1, z2, *, epsilon: float = DEFAULT_EPSILON, n_iter: int = DEFAULT_N_ITER,
-                 lambda_p: float = DEFAULT_LAMBDA_P, grad: str = "unrolled", gather: bool = False,
-                 return_details: bool = False):
+                 lambda_p: float = DEFAULT_LAMBDA_P, layout: str = "joint", grad: str = "unrolled",
+                 gather: bool = False, return_details: bool = False):
     r"""IOT-uni: IOT plus a uniformity penalty on the negatives' plan entries.
 
     .. math::
@@ -779,7 +789,9 @@ def iot_uni_loss(z1, z2, *, epsilon: float = DEFAULT_EPSILON, n_iter: int = DEFA
     as a constant or differentiated (``∂/∂P_ij`` is ``log(P_ij/p̄)`` either way).
 
     Shapes: ``z1, z2``: ``(B, d)``; returns a scalar. Forms the dense ``N × N`` plan.
+    ``layout`` must be ``"joint"``.
     """
+    _joint_only("iot-uni", layout)
     return _out(alignment(z1, z2, epsilon=epsilon, layout="joint", constraint="balanced",
                           n_iter=n_iter, uniformity_weight=lambda_p, grad=grad, gather=gather),
                 return_details)
@@ -814,6 +826,8 @@ def _validate_hparams(name: str, hparams: dict) -> dict:
             checks[key](value)
         elif key == "gather" and not isinstance(value, bool):
             raise TypeError(f"gather={value!r} must be True or False")
+    if name in ("simclr", "iot", "iot-uni") and "layout" in hparams:
+        _joint_only(name, hparams["layout"])
     if name == "gca-uot" and hparams.get("r1", DEFAULT_R1) == 0 and hparams.get("r2", DEFAULT_R2) == 0:
         raise ValueError("r1 = r2 = 0: the GCA-UOT loss would be identically 0")
     return hparams

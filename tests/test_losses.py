@@ -437,7 +437,9 @@ def test_bad_hyperparameters_raise():
         ("ince", dict(layout="diag"), ValueError, "layout='diag'"),
         ("gca-ince", dict(grad="magic"), ValueError, "grad='magic'"),
         ("ince", dict(rho=0.3), TypeError, r"does not take \['rho'\]"),
-        ("simclr", dict(layout="cross"), TypeError, "layout"),
+        ("simclr", dict(layout="cross"), ValueError, "joint layout"),
+        ("iot", dict(layout="cross"), ValueError, "joint layout"),
+        ("iot-uni", dict(layout="diag"), ValueError, "layout='diag'"),
         ("iot-uni", dict(lambda_p=-1.0), ValueError, "lambda_p=-1.0"),
     ]
     for name, kw, exc, msg in cases:
