@@ -289,14 +289,15 @@ def execute_notebooks(
     reports_dir.mkdir(parents=True, exist_ok=True)
     # Inherited by the kernels papermill starts.
     os.environ["GCA_FIGURE_DIR"] = str(figure_dir)
-    os.environ["GCA_BOOK_PROFILE"] = profile
-    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # Kernels must render figures inline (glue stores their PNG), even where the shell exports
+    # MPLBACKEND=Agg (as CI does): a non-inline backend would glue "<Figure ...>" text instead.
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     os.environ["TQDM_DISABLE"] = "1"  # progress bars would only clutter the pages
     # tqdm.auto warns at import in a kernel without ipywidgets ("IProgress not found"): noise on
     # every page, unrelated to the results; every other warning stays visible.
-    os.environ["PYTHONWARNINGS"] = ",".join(
-        w for w in (os.environ.get("PYTHONWARNINGS"), "ignore:IProgress not found:Warning") if w
-    )
+    quiet_tqdm = "ignore:IProgress not found:Warning"
+    if quiet_tqdm not in os.environ.get("PYTHONWARNINGS", ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(w for w in (os.environ.get("PYTHONWARNINGS"), quiet_tqdm) if w)
     os.environ.setdefault("PYTHONHASHSEED", "0")
     # Idle OpenMP threads sleep instead of spinning: on a shared or small machine spinning threads
     # make small torch ops many times slower (and the speed tables meaningless).
