@@ -9,6 +9,7 @@ import torch.multiprocessing as mp
 
 from gca import distributed
 from gca.losses import LOSS_NAMES, make_loss
+from gca.plans import supervised_plan
 
 D = torch.float64
 SIZES = (3, 2)  # unequal slices: the gather pads and trims
@@ -19,6 +20,10 @@ def _data():
     n = sum(SIZES)
     return (torch.randn(n, 6, generator=g, dtype=D), torch.randn(n, 6, generator=g, dtype=D),
             torch.randn(2 * n, 5, generator=g, dtype=D))
+
+
+def _labels():
+    return torch.tensor([0, 1, 0, 2, 1])
 
 
 def _model():
@@ -56,6 +61,14 @@ def _worker(rank, world, init_file, out_dir):
         loss.backward()
         results["ddp"] = (loss.detach(), ddp.module.weight.grad, ddp.module.bias.grad)
         results["labels"] = distributed.gather(torch.arange(lo, hi))
+        # a supervised target built from the gathered (global) labels
+        labels = distributed.gather(_labels()[lo:hi])
+        a = z1[lo:hi].clone().requires_grad_(True)
+        b = z2[lo:hi].clone().requires_grad_(True)
+        loss = make_loss("gca-ince", gather=True, target=lambda n_pairs, layout: supervised_plan(
+            labels, layout, dtype=D))(a, b)
+        loss.backward()
+        results["supervised"] = (loss.detach(), a.grad, b.grad)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -79,10 +92,12 @@ def test_two_gloo_processes_match_the_concatenated_batch(tmp_path):
     for r in range(world):
         assert res[r]["world"] == world and res[r]["rank"] == r
         assert torch.equal(res[r]["labels"], torch.arange(n))
-    for name in LOSS_NAMES:
+    checks = {name: (make_loss(name, epsilon=0.4), None) for name in LOSS_NAMES}
+    checks["supervised"] = (make_loss("gca-ince"), supervised_plan(_labels(), "joint", dtype=D))
+    for name, (loss_fn, target) in checks.items():
         a = z1.clone().requires_grad_(True)
         b = z2.clone().requires_grad_(True)
-        loss = make_loss(name, epsilon=0.4)(a, b)
+        loss = loss_fn(a, b, target=target)
         loss.backward()
         for r in range(world):
             lo, hi = sum(SIZES[:r]), sum(SIZES[: r + 1])
