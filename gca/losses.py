@@ -499,7 +499,9 @@ def alignment(
 
     with :math:`P = \exp((f \oplus g - C)/\varepsilon)` the plan after the constraint's
     projections, :math:`\ell^{KL}_i = \mathrm{KL}(T_{i\cdot} \| P_{i\cdot})` restricted to the target
-    (``-log P_iπ(i)`` for Π; the row-renormalised plan if ``kl_on_rows``),
+    (``-log P_iπ(i)`` for Π; the row-renormalised plan if ``kl_on_rows``; the generalised KL's
+    mass term ``Σ_j P_ij − 1`` is added for unbalanced plans and omitted otherwise, where its mean
+    over the rows is exactly 0),
     :math:`\ell^R_i = [-(\sum_j T_{ij} K_{ij} e^{h_j/\varepsilon})^q + (\lambda/u_i)^q]/q` (the
     RINCE-type term with ``h = g_prev`` or ``g``; for Π the first sum is
     :math:`K_{i\pi(i)} e^{h_{\pi(i)}/\varepsilon}`), and ``Q`` the IOT-uni reference (see
@@ -580,7 +582,8 @@ def alignment(
         tgt = _resolve_target(target, batch, layout, ref)
         fh, gh, gph, row_lse, solver = _solve(
             c, pos_hat, pi, epsilon=epsilon, constraint=constraint, n_iter=1 if rows_only else n_iter,
-            rho=rho, mass=mass, grad=grad, want_row_lse=kl_weight > 0 and kl_on_rows)
+            rho=rho, mass=mass, grad=grad,
+            want_row_lse=kl_weight > 0 and (kl_on_rows or constraint == "unbalanced"))
 
         per_anchor = torch.zeros_like(fh)
         terms: dict[str, Tensor] = {}
@@ -592,6 +595,10 @@ def alignment(
                 kl_i = row_lse - _target_log_term(c, pos_hat, gh, pi, tgt)
             else:
                 kl_i = -fh - _target_log_term(c, pos_hat, gh, pi, tgt)
+                if constraint == "unbalanced":
+                    # generalised KL's mass term Σ_j (P_ij − T_ij); it averages to 0 over the rows
+                    # of row-normalised (INCE) and column-normalised (balanced) plans
+                    kl_i = kl_i + torch.exp(fh + row_lse) - 1.0
             terms["kl"] = kl_i.mean()
             loss = loss + kl_weight * terms["kl"]
             per_anchor = per_anchor + kl_weight * kl_i

@@ -174,6 +174,19 @@ def test_gca_uot_with_a_pair_of_penalties_equals_slow_loop():
     assert abs(got - want) <= 1e-10 * max(1.0, abs(want))
 
 
+def test_core_kl_on_an_unbalanced_plan_is_the_generalised_kl():
+    """alignment() beyond the named losses: KL(Π ‖ P_unbalanced)/N including the mass terms."""
+    z1, z2 = views(4, 5, seed=20)
+    got = float(losses.alignment(z1, z2, epsilon=0.4, constraint="unbalanced", n_iter=5, rho=0.6).loss)
+    S, K, pi = ref_problem(z1, z2, "joint", "neg", 0.4)
+    n = K.shape[0]
+    tau = 0.6 / (0.6 + 0.4)
+    u, v, _ = ref_sinkhorn(K, [1.0] * n, [1.0] * n, 5, tau, tau)
+    P = [[u[i] * float(K[i, j]) * v[j] for j in range(n)] for i in range(n)]
+    want = ref_generalised_kl(plans.positive_pairs(4, "joint", dtype=D), P) / n
+    assert abs(got - want) <= 1e-10 * max(1.0, abs(want))
+
+
 def test_module_target_buffer_and_per_call_override():
     z1, z2 = views(3, 4, seed=19)
     target = plans.supervised_plan(torch.tensor([0, 1, 0]), "joint", dtype=D)
