@@ -159,6 +159,8 @@ def test_check_offline_html(tmp_path):
     assert book.check_offline_html(tmp_path) == []
     page.write_text('<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>')
     assert len(book.check_offline_html(tmp_path)) == 1
+    page.write_text('<span class="math notranslate">\\(x\\)</span>')  # math without the local MathJax
+    assert len(book.check_offline_html(tmp_path)) == 1
     page.write_text('<link rel="stylesheet" href="//fonts.example.org/a.css" />')
     assert len(book.check_offline_html(tmp_path)) == 1
     page.write_text('<script>const THEBE_JS_URL = "https://unpkg.com/thebe@0.8.2/lib/index.js";</script>')
