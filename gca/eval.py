@@ -386,7 +386,8 @@ def evaluate_model(
     h_test = extract_features(backbone, _images_of(test_ds), desc="test features", **kw)
     n_classes = len(train_ds.classes)
     results: dict[str, Any] = {
-        "dataset": train_ds.name, "n_train": len(train_ds), "n_test": len(test_ds), "feat_dim": h_train.shape[1],
+        "dataset": train_ds.name, "dataset_description": getattr(train_ds, "description", None),
+        "n_train": len(train_ds), "n_test": len(test_ds), "feat_dim": h_train.shape[1],
         "train_checksum": train_ds.checksum, "test_checksum": test_ds.checksum,
     }
     probe = linear_probe(h_train, train_ds.labels, h_test, test_ds.labels, weight_decays=e.probe_weight_decays,

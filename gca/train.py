@@ -594,9 +594,11 @@ def _pretrain(config, out, resume, progress, loss_factory, dist_info: _Dist, sto
             seed=tcfg.seed, data_checksum=getattr(dataset, "checksum", None), device=device,
             config_hash=run_config_hash(config), world_size=dist_info.world_size,
             command=" ".join(sys.argv), dataset=dataset.name, n_train_images=int(n_images),
-            resumed_from_epoch=resumed_from,
+            dataset_description=getattr(dataset, "description", None), resumed_from_epoch=resumed_from,
         )
-        _json_dump(prov, out / PROVENANCE_NAME)
+        # the original record is kept; a resumption adds its own
+        name = PROVENANCE_NAME if checkpoint is None else f"provenance-resumed-at-epoch-{start_epoch}.json"
+        _json_dump(prov, out / name)
         metrics_path = out / METRICS_NAME
         if checkpoint is not None and metrics_path.exists():
             # Drop records written after the checkpoint (the killed part is replayed).

@@ -120,6 +120,8 @@ def test_resume_after_stop_matches_uninterrupted(tmp_path):
         fh.write(json.dumps({"type": "step", "epoch": 1, "step": 3, "loss": 123.0, "lr": 0.1}) + "\n")
     resumed = pretrain(cfg, tmp_path / "part", resume=True, progress=False)
     assert resumed.resumed_from_epoch == 1
+    assert json.loads((tmp_path / "part" / "provenance-resumed-at-epoch-1.json").read_text())["resumed_from_epoch"] == 1
+    assert json.loads((tmp_path / "part" / "provenance.json").read_text())["resumed_from_epoch"] is None
     wa, wb = weights(full.model), weights(resumed.model)
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
