@@ -500,8 +500,8 @@ def alignment(
     with :math:`P = \exp((f \oplus g - C)/\varepsilon)` the plan after the constraint's
     projections, :math:`\ell^{KL}_i = \mathrm{KL}(T_{i\cdot} \| P_{i\cdot})` restricted to the target
     (``-log P_iπ(i)`` for Π; the row-renormalised plan if ``kl_on_rows``; the generalised KL's
-    mass term ``Σ_j P_ij − 1`` is added for unbalanced plans and omitted otherwise, where its mean
-    over the rows is exactly 0),
+    mass term ``Σ_j P_ij − 1`` is added for unbalanced plans or probability marginals and omitted
+    otherwise, where its mean over the rows is exactly 0),
     :math:`\ell^R_i = [-(\sum_j T_{ij} K_{ij} e^{h_j/\varepsilon})^q + (\lambda/u_i)^q]/q` (the
     RINCE-type term with ``h = g_prev`` or ``g``; for Π the first sum is
     :math:`K_{i\pi(i)} e^{h_{\pi(i)}/\varepsilon}`), and ``Q`` the IOT-uni reference (see
@@ -577,13 +577,16 @@ def alignment(
         if z1.dtype in (torch.float16, torch.bfloat16):
             z1, z2 = z1.float(), z2.float()
         rows_only = constraint == "rows"
+        # the generalised KL's mass terms Σ_j (P_ij − T_ij) average to 0 over the rows exactly when
+        # the plan has total mass N (row-only or balanced projections with μ = ν = 1_N)
+        mass_terms = constraint == "unbalanced" or mass == "probability"
         c, pos_hat, pi = _scaled_similarity(z1, z2, layout, cost, epsilon, as_log_kernel=rows_only)
         ref = c._lk if rows_only else c._c
         tgt = _resolve_target(target, batch, layout, ref)
         fh, gh, gph, row_lse, solver = _solve(
             c, pos_hat, pi, epsilon=epsilon, constraint=constraint, n_iter=1 if rows_only else n_iter,
             rho=rho, mass=mass, grad=grad,
-            want_row_lse=kl_weight > 0 and (kl_on_rows or constraint == "unbalanced"))
+            want_row_lse=kl_weight > 0 and (kl_on_rows or mass_terms))
 
         per_anchor = torch.zeros_like(fh)
         terms: dict[str, Tensor] = {}
@@ -595,10 +598,8 @@ def alignment(
                 kl_i = row_lse - _target_log_term(c, pos_hat, gh, pi, tgt)
             else:
                 kl_i = -fh - _target_log_term(c, pos_hat, gh, pi, tgt)
-                if constraint == "unbalanced":
-                    # generalised KL's mass term Σ_j (P_ij − T_ij); it averages to 0 over the rows
-                    # of row-normalised (INCE) and column-normalised (balanced) plans
-                    kl_i = kl_i + torch.exp(fh + row_lse) - 1.0
+                if mass_terms:
+                    kl_i = kl_i + torch.exp(fh + row_lse) - 1.0  # Σ_j P_ij − Σ_j T_ij
             terms["kl"] = kl_i.mean()
             loss = loss + kl_weight * terms["kl"]
             per_anchor = per_anchor + kl_weight * kl_i

@@ -185,6 +185,13 @@ def test_core_kl_on_an_unbalanced_plan_is_the_generalised_kl():
     P = [[u[i] * float(K[i, j]) * v[j] for j in range(n)] for i in range(n)]
     want = ref_generalised_kl(plans.positive_pairs(4, "joint", dtype=D), P) / n
     assert abs(got - want) <= 1e-10 * max(1.0, abs(want))
+    # balanced plan with probability marginals (total mass 1, not N): mass terms included
+    got = float(losses.alignment(z1, z2, epsilon=0.4, constraint="balanced", n_iter=5,
+                                 mass="probability").loss)
+    u, v, _ = ref_sinkhorn(K, [1.0 / n] * n, [1.0 / n] * n, 5)
+    P = [[u[i] * float(K[i, j]) * v[j] for j in range(n)] for i in range(n)]
+    want = ref_generalised_kl(plans.positive_pairs(4, "joint", dtype=D), P) / n
+    assert abs(got - want) <= 1e-10 * max(1.0, abs(want))
 
 
 def test_module_target_buffer_and_per_call_override():
