@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from gca import losses
 
@@ -90,7 +91,7 @@ def main(argv=None):
             step(fn)
     wall = {k: [] for k in methods}
     cpu = {k: [] for k in methods}
-    for _ in range(args.rounds):
+    for _ in tqdm(range(args.rounds), desc="interleaved rounds", file=sys.stderr):
         for k, fn in methods.items():
             w, c = step(fn)
             wall[k].append(w)

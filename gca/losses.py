@@ -258,6 +258,7 @@ class Alignment:
         Diagnostics of the solve. The solver is run on the equivalent dimensionless problem
         (cost ``C/ε``, regulariser 1, ``ρ/ε``), so its potentials are ``f/ε, g/ε``.
 
+    ``scaled_cost`` is internal (``C/ε`` or ``log K``, whichever was built).
     Dense views (formed on access): ``log_kernel`` (``−C/ε``, ``-inf`` on excluded self-pairs),
     ``cost``, ``kernel``, ``plan``, ``plan_before_column_step``, ``target_plan``.
     """
