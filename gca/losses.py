@@ -541,6 +541,15 @@ def alignment(
     Returns
     -------
     Alignment
+
+    Examples
+    --------
+    >>> z1, z2 = torch.randn(4, 8), torch.randn(4, 8)
+    >>> res = alignment(z1, z2, epsilon=0.5, constraint="balanced", n_iter=10)
+    >>> res.plan.shape, bool(torch.allclose(res.plan.sum(0), torch.ones(8)))
+    (torch.Size([8, 8]), True)
+    >>> bool(torch.isclose(res.loss, gca_ince_loss(z1, z2, epsilon=0.5, n_iter=10)))
+    True
     """
     _check_views(z1, z2)
     epsilon = _check_epsilon(epsilon)
@@ -554,7 +563,12 @@ def alignment(
     if rince_potential not in ("g_prev", "g"):
         raise ValueError(f"rince_potential={rince_potential!r} must be 'g_prev' or 'g'")
     n_iter = _check_n_iter(n_iter)
+    if constraint == "rows" and n_iter != 1:
+        raise ValueError(f"n_iter={n_iter} with constraint='rows': the row projection is a single "
+                         f"half-step; use constraint='balanced' or 'unbalanced' to iterate")
     rho = _check_rho(rho)
+    if constraint != "unbalanced" and rho != (math.inf, math.inf):
+        raise ValueError(f"rho={rho!r} only applies to constraint='unbalanced' (got {constraint!r})")
     kl_weight = _check_nonneg("r1 (kl_weight)", kl_weight)
     rince_weight = _check_nonneg("r2 (rince_weight)", rince_weight)
     uniformity_weight = _check_nonneg("lambda_p (uniformity_weight)", uniformity_weight)
