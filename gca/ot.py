@@ -584,19 +584,20 @@ class _LogOps:
 
     def __init__(self, C: Tensor, eps: float, record: bool, la: Tensor, lb: Tensor):
         self.Ce = C / eps  # (B, n, m)
+        self.buf = torch.empty_like(self.Ce)  # one reused work matrix: no n×m allocation per step
         self.la, self.lb = la, lb
         self.record = record
         self.rows: list = []  # (γ_{t-1}, lse_row_t)
         self.cols: list = []  # (φ_t, lse_col_t)
 
     def row(self, gam):
-        lse = torch.logsumexp(gam[:, None, :] - self.Ce, -1)
+        lse = _logsumexp_(torch.sub(gam[:, None, :], self.Ce, out=self.buf), -1)
         if self.record:
             self.rows.append((gam, lse))
         return self.la - lse
 
     def col(self, phi):
-        lse = torch.logsumexp(phi[:, :, None] - self.Ce, -2)
+        lse = _logsumexp_(torch.sub(phi[:, :, None], self.Ce, out=self.buf), -2)
         if self.record:
             self.cols.append((phi, lse))
         return self.lb - lse
@@ -612,22 +613,29 @@ class _LogOps:
     # The backward accumulates into a fresh ``acc`` dict per call (re-entrant).
     def row_vjp(self, t, hbar, acc, rec=None):
         gam, lse = self.rows[t] if rec is None else rec
-        W = torch.exp(gam[:, None, :] - self.Ce - lse[:, :, None]).mul_(hbar[:, :, None])
+        W = torch.sub(gam[:, None, :], self.Ce, out=self.buf).sub_(lse[:, :, None]).exp_().mul_(hbar[:, :, None])
         out = W.sum(-2)  # Prᵀ h̄
         if acc is not None:
-            acc["Cbar"] = W if acc.get("Cbar") is None else acc["Cbar"].add_(W)
+            acc["Cbar"] = W.clone() if acc.get("Cbar") is None else acc["Cbar"].add_(W)
         return out
 
     def col_vjp(self, t, kbar, acc):
         phi, lse = self.cols[t]
-        W = torch.exp(phi[:, :, None] - self.Ce - lse[:, None, :]).mul_(kbar[:, None, :])
+        W = torch.sub(phi[:, :, None], self.Ce, out=self.buf).sub_(lse[:, None, :]).exp_().mul_(kbar[:, None, :])
         out = W.sum(-1)  # Pc k̄
         if acc is not None:
-            acc["Cbar"] = W if acc.get("Cbar") is None else acc["Cbar"].add_(W)
+            acc["Cbar"] = W.clone() if acc.get("Cbar") is None else acc["Cbar"].add_(W)
         return out
 
     def cost_grad(self, acc):
         return acc.get("Cbar")
+
+
+def _logsumexp_(x: Tensor, dim: int) -> Tensor:
+    """``logsumexp`` along ``dim`` that overwrites ``x`` (no temporaries); all ``-inf`` gives ``-inf``."""
+    m = x.amax(dim, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return x.sub_(m).exp_().sum(dim).log_().add_(m.squeeze(dim))
 
 
 class _KernelOps:
@@ -884,7 +892,7 @@ def _final_row_lse(tr: _Trace, record: bool) -> Tensor:
         lse = d.log() + tr.sig_v_last - tr.c_eps
     else:
         gam = tr.g / tr.eps
-        lse = torch.logsumexp(gam[:, None, :] - ops.Ce, -1)
+        lse = _logsumexp_(torch.sub(gam[:, None, :], ops.Ce, out=ops.buf), -1)
         rec = (gam, lse)
     if record:
         tr.extra = rec
