@@ -644,16 +644,18 @@ def _uniformity(c: Tensor, fh: Tensor, gh: Tensor, pi: Tensor, layout: str):
     ``KL(P‖Q) = Σ_off [P log(P/p̄) − P + p̄] = Σ_off P log(P/p̄)`` (the mass terms cancel because
     ``p̄`` is the mean of ``P`` over the same entries)."""
     n = c.shape[0]
-    keep = torch.ones_like(c)
-    keep[torch.arange(n, device=c.device), pi] = 0.0
+    excluded = torch.zeros(n, n, dtype=torch.bool, device=c.device)
+    excluded[torch.arange(n, device=c.device), pi] = True
     if layout == "joint":
-        keep.fill_diagonal_(0.0)
-    finite_c = torch.where(keep > 0, c, torch.zeros_like(c))  # no inf·0 in the gradient
-    log_p = fh[:, None] + gh[None, :] - finite_c
-    p = torch.exp(log_p) * keep
+        excluded.fill_diagonal_(True)
+    count = n * n - int(pi.numel()) - (n if layout == "joint" else 0)
+    # excluded entries get a huge finite negative log: exp() is exactly 0 there and P·log P is a
+    # finite 0 with a zero gradient (−inf would give 0·inf = NaN in the backward)
+    very_negative = torch.finfo(c.dtype).min / 4
+    log_p = (fh[:, None] - c + gh[None, :]).masked_fill(excluded, very_negative)
+    p = torch.exp(log_p)
     # log p̄ by logsumexp: p̄ may underflow at small ε while P log(P/p̄) stays finite
-    log_p_bar = torch.logsumexp(log_p.masked_fill(keep == 0, -math.inf).flatten(), dim=0) \
-        - math.log(float(keep.sum()))
+    log_p_bar = torch.logsumexp(log_p.flatten(), dim=0) - math.log(count)
     per_row = (p * (log_p - log_p_bar)).sum(dim=1)
     return per_row.mean(), per_row
 
