@@ -114,6 +114,13 @@ DEFAULT_LAMBDA_P = 0.2
 TargetLike = Union[None, Tensor, Callable[[int, str], Tensor]]
 
 
+_IMPLICIT_RINCE = (
+    "grad='implicit' cannot differentiate the RINCE-type term on a balanced plan: the term reads "
+    "the potentials f, g_prev themselves, and the balanced fixed point only fixes them up to the "
+    "shift (f + c, g − c), whose gradient component the implicit mode drops; use grad='unrolled' "
+    "(exact) or 'detach'")
+
+
 class AlignmentOverflowError(OverflowError, ValueError):
     """A loss value does not fit the floating-point dtype (RINCE-type terms grow like e^(q/ε))."""
 
@@ -578,6 +585,8 @@ def alignment(
     lam = _check_nonneg("lam", lam, " (RINCE density weight)")
     q = _check_q(q)
     grad = _check_grad(grad)
+    if grad == "implicit" and rince_weight > 0 and constraint == "balanced":
+        raise ValueError(_IMPLICIT_RINCE)
     if uniformity_weight > 0 and target is not None:
         raise ValueError("the IOT-uni uniformity term is defined for the positive-pair target "
                          "only; pass target=None")
@@ -859,6 +868,8 @@ def _validate_hparams(name: str, hparams: dict) -> dict:
             checks[key](value)
         elif key == "gather" and not isinstance(value, bool):
             raise TypeError(f"gather={value!r} must be True or False")
+    if name == "gca-rince" and hparams.get("grad") == "implicit":
+        raise ValueError(_IMPLICIT_RINCE)
     if name in ("simclr", "iot", "iot-uni") and "layout" in hparams:
         _joint_only(name, hparams["layout"])
     if name == "gca-uot" and hparams.get("r1", DEFAULT_R1) == 0 and hparams.get("r2", DEFAULT_R2) == 0:

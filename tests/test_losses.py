@@ -265,6 +265,16 @@ def test_gradient_modes():
         grads[mode] = torch.cat([a.grad, b.grad])
     # at convergence the implicit-function gradient equals the unrolled one
     torch.testing.assert_close(grads["implicit"], grads["unrolled"], rtol=1e-6, atol=1e-8)
+    # the unbalanced fixed point has no shift freedom: implicit == unrolled for GCA-UOT too
+    uot = {}
+    for mode in ("unrolled", "implicit"):
+        a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
+        gca_uot_loss(a, b, n_iter=300, grad=mode).backward()
+        uot[mode] = torch.cat([a.grad, b.grad])
+    torch.testing.assert_close(uot["implicit"], uot["unrolled"], rtol=1e-6, atol=1e-8)
+    # GCA-RINCE reads the potentials themselves (not shift-invariant): implicit is refused
+    with pytest.raises(ValueError, match="implicit"):
+        gca_rince_loss(z1, z2, grad="implicit")
     # detached potentials: only the explicit cost term −C_iπ/ε carries gradient
     assert not torch.allclose(grads["detach"], grads["unrolled"])
     a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
@@ -456,6 +466,7 @@ def test_bad_hyperparameters_raise():
         ("gca-uot", dict(r1=0.0, r2=0.0), ValueError, "r1 = r2 = 0"),
         ("ince", dict(layout="diag"), ValueError, "layout='diag'"),
         ("gca-ince", dict(grad="magic"), ValueError, "grad='magic'"),
+        ("gca-rince", dict(grad="implicit"), ValueError, "shift"),
         ("ince", dict(rho=0.3), TypeError, r"does not take \['rho'\]"),
         ("simclr", dict(layout="cross"), ValueError, "joint layout"),
         ("iot", dict(layout="cross"), ValueError, "joint layout"),
