@@ -31,6 +31,7 @@ def _run_ddp(method, out):
     assert prov["world_size"] == 2
 
 
+@pytest.mark.slow  # three Python processes (torchrun + 2 ranks): ~10 s of CPU
 def test_two_process_ddp_matches_single_process(tmp_path):
     """Global-batch loss (gather with gradients) + DDP gradient averaging = the 1-process gradient."""
     method, out = "gca-uot", tmp_path / "ddp"
