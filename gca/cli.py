@@ -188,7 +188,8 @@ def _cmd_data(args) -> int:
         available = getattr(gdata, "is_available", None)
         print(f"data root: {root}")
         for name, info in gdata.DATASETS.items():
-            how = "embedded" if info.embedded else ("fetchable" if info.resources else "manual download")
+            how = ("embedded" if info.embedded else "fetchable" if info.resources
+                   else "manual download" if info.manual else "derived")
             status = ""
             if available is not None:
                 status = "present" if available(name, data_dir=root) else "absent"
