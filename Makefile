@@ -17,7 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 ## make test — the default test suite (a few minutes on 2 CPU cores)
 test: venv
-	OMP_NUM_THREADS=2 $(PY) -m pytest -q
+	OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 ## make test-all — including tests marked slow
 test-all: venv
