@@ -433,7 +433,8 @@ def build_html(root: str | os.PathLike | None = None) -> Path:
     missing = [nb for nb in toc_notebooks(root) if not (build / nb).is_file()]
     if missing:
         raise RuntimeError(f"not executed yet: {missing}; run `python -m gca.book execute --profile smoke` first")
-    records = write_figure_index(build / "figures", build / "figure_index.md", image_prefix="../build/figures")
+    records = write_figure_index(build / "figures", build / "figure_index.md", image_prefix="../build/figures",
+                                 notebooks=toc_notebooks(root))
     print(f"[gca.book] figure index: {len(records)} figures", flush=True)
     (build / "execution_report.md").write_text(execution_report_markdown(root))
     vendor_mathjax(root)

@@ -316,11 +316,23 @@ def figure_index_markdown(records: list[dict], *, image_prefix: str, executed_ro
 
 
 def write_figure_index(
-    directory: str | os.PathLike, output: str | os.PathLike, *, image_prefix: str, executed_root: str = "build"
+    directory: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    image_prefix: str,
+    executed_root: str = "build",
+    notebooks: Iterable[str] | None = None,
 ) -> list[dict]:
     """Read the sidecars in ``directory`` (:func:`read_sidecars`) and write
-    :func:`figure_index_markdown` to ``output``; returns the sidecars."""
+    :func:`figure_index_markdown` to ``output``; returns the sidecars listed.
+
+    ``notebooks``, if given, restricts the index to figures of those notebooks (the book's), so
+    that figures left by a notebook outside the book are not published.
+    """
     records = read_sidecars(directory)
+    if notebooks is not None:
+        keep = set(notebooks)
+        records = [r for r in records if r["notebook"] in keep]
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(figure_index_markdown(records, image_prefix=image_prefix, executed_root=executed_root))

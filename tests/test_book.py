@@ -4,6 +4,7 @@ configuration (execution off, offline MathJax), and the runner's helpers."""
 import ast
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -40,9 +41,14 @@ def test_toc_entries_exist():
 def test_toc_lists_the_notebooks_and_every_notebook_is_listed():
     assert "notebooks/02_sinkhorn_vs_pot.ipynb" in NOTEBOOKS
     assert "book/official_code_notes.ipynb" in NOTEBOOKS
-    on_disk = {str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb")}
-    on_disk |= {str(p.relative_to(ROOT)) for p in (ROOT / "book").rglob("*.ipynb") if "_vendor" not in p.parts}
-    assert on_disk <= set(NOTEBOOKS), f"notebooks missing from _toc.yml: {on_disk - set(NOTEBOOKS)}"
+    # Committed notebooks (a notebook still being written, untracked, is not yet part of the book).
+    try:
+        tracked = subprocess.run(["git", "ls-files", "notebooks", "book"], cwd=ROOT, capture_output=True,
+                                 text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    committed = {p for p in tracked if p.endswith(".ipynb")}
+    assert committed <= set(NOTEBOOKS), f"notebooks missing from _toc.yml: {committed - set(NOTEBOOKS)}"
 
 
 def test_toc_notebooks_rejects_missing_source(tmp_path):

@@ -119,3 +119,5 @@ def test_figure_index_lists_provenance_and_citation(fig, tmp_path):
     out = tmp_path / "idx" / "figure_index.md"
     assert len(write_figure_index(tmp_path, out, image_prefix="x")) == 1 and out.read_text().startswith("## ")
     assert "No figure" in figure_index_markdown([], image_prefix="x")
+    assert write_figure_index(tmp_path, out, image_prefix="x", notebooks=["notebooks/other.ipynb"]) == []
+    assert "No figure" in out.read_text()
