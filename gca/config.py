@@ -59,7 +59,7 @@ METHODS = ("simclr", "ince", "rince", "gca-ince", "gca-rince", "gca-uot", "iot",
 class DataConfig:
     """What to train on.
 
-    dataset: a name of :data:`gca.data.DATASETS`. data_dir: data root (``None``: ``$GCA_DATA_DIR``
+    dataset: a name of ``gca.data.DATASETS``. data_dir: data root (``None``: ``$GCA_DATA_DIR``
     else ``./data``). n_per_class: class-balanced training subset size per class (``None``: all).
     test_n_per_class: same for the test split. augment: pretraining augmentation
     (:func:`gca.augment.build_augment`). image_size: side of the augmented views (``None``:
