@@ -258,7 +258,7 @@ class LinearProbeResult:
 def linear_probe(
     train_features: Tensor, train_labels: Tensor, test_features: Tensor, test_labels: Tensor, *,
     weight_decays: Sequence[float] = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2), val_fraction: float = 0.1,
-    seed: int = 0, max_iter: int = 300, n_classes: int | None = None,
+    seed: int = 0, max_iter: int = 300, n_classes: int | None = None, progress: bool = False,
 ) -> LinearProbeResult:
     """Frozen-feature linear probe with weight decay selected on a validation split of the
     training features; the refitted final probe is evaluated once on the test features."""
@@ -272,7 +272,8 @@ def linear_probe(
         best = float(weight_decays[0])
     else:
         x_fit, x_val = _standardise(train_features[fit_idx], train_features[val_idx])
-        for wd in weight_decays:
+        for wd in tqdm(weight_decays, desc="linear probe: weight decay on validation", disable=not progress,
+                       leave=False):
             clf = fit_logistic_regression(x_fit, train_labels[fit_idx], n_classes, weight_decay=float(wd),
                                           max_iter=max_iter)
             val_acc[float(wd)] = _accuracy(clf, x_val, train_labels[val_idx])
@@ -391,7 +392,8 @@ def evaluate_model(
         "train_checksum": train_ds.checksum, "test_checksum": test_ds.checksum,
     }
     probe = linear_probe(h_train, train_ds.labels, h_test, test_ds.labels, weight_decays=e.probe_weight_decays,
-                         val_fraction=e.val_fraction, seed=e.seed, max_iter=e.probe_max_iter, n_classes=n_classes)
+                         val_fraction=e.val_fraction, seed=e.seed, max_iter=e.probe_max_iter, n_classes=n_classes,
+                         progress=progress)
     results["linear"] = probe.to_dict()
     results["linear_accuracy"] = probe.test_accuracy
     knn_kw = dict(k=e.knn_k, temperature=e.knn_temperature, n_classes=n_classes)
