@@ -220,3 +220,25 @@ def test_target_plan_errors(tmp_path):
         tiny_config("gca-ince", **{"loss.target_alpha": 0.1})
     with pytest.raises(ValueError, match="target_beta"):
         tiny_config("gca-ince", **{"loss.target": "domain_prior", "loss.target_beta": -1})
+
+
+def test_lazy_dataset_batches_come_from_background_decoding():
+    """Folder datasets (ImageNet-100) are decoded per batch by DataLoader workers, in order."""
+    from gca.train import _BatchSource
+
+    class Lazy:
+        name = "fake-lazy"
+
+        def __len__(self):
+            return 10
+
+        def load(self, idx):
+            idx = torch.as_tensor(idx)
+            return idx.view(-1, 1, 1, 1).expand(-1, 3, 2, 2).to(torch.uint8).contiguous()
+
+    batches = [torch.tensor([3, 1]), torch.tensor([9, 0]), torch.tensor([5, 5])]
+    for workers in (0, 2):
+        got = list(_BatchSource(Lazy(), torch.device("cpu"), workers).iterate(batches))
+        assert [b[:, 0, 0, 0].tolist() for b in got] == [[3, 1], [9, 0], [5, 5]]
+    with pytest.raises(TypeError, match="neither"):
+        _BatchSource(object(), torch.device("cpu"), 0)
