@@ -41,7 +41,7 @@ a finished run directory is reused instead of retrained. ``status`` lists done /
 
 Scale
 -----
-``smoke``: sklearn digits, tiny network, 3 epochs (CI: every notebook in seconds).
+``smoke``: sklearn digits (40 images per class), tiny network, 2 epochs (CI: every notebook in well under a minute).
 ``cpu``: the study shown in the book — CIFAR-10 (JPEG copy), a class-balanced subset of 500 training
 images per class, views and evaluation at 16×16 px, the small convolutional backbone (width 16,
 feature dimension 64), batch 256, 20 epochs, one CPU thread per run; the domain-prior sweep on
@@ -93,6 +93,23 @@ __all__ = [
     "run_study",
     "summarise",
     "mean_sd",
+    "METHOD_NAMES",
+    "PAPER_STANDARD",
+    "PAPER_NOISY",
+    "PAPER_ABLATION_EPS",
+    "PAPER_ABLATION_ITERS",
+    "PAPER_DOMAIN",
+    "notebook_profile",
+    "scale_description",
+    "fmt_mean_sd",
+    "comparison_table",
+    "metric_stats",
+    "compare",
+    "panel_noise_sd",
+    "best_method_verdict",
+    "measure_step_times",
+    "saved_tensor_bytes",
+    "Results",
     "main",
 ]
 
@@ -112,10 +129,10 @@ _STUDY: dict[str, dict[str, Any]] = {
     "smoke": {
         "config_profile": "smoke",
         "overrides": {
-            "data.n_per_class": 60, "data.test_n_per_class": 30,
-            "train.epochs": 3, "train.batch_size": 128, "train.threads": 1, "train.device": "cpu",
+            "data.n_per_class": 40, "data.test_n_per_class": 30,
+            "train.epochs": 2, "train.batch_size": 128, "train.threads": 1, "train.device": "cpu",
             "optim.warmup_epochs": 0.5,
-            "eval.probe_weight_decays": (1e-4, 1e-2), "eval.probe_max_iter": 60, "eval.knn_k": 10,
+            "eval.probe_weight_decays": (1e-3, 1e-2), "eval.probe_max_iter": 100, "eval.knn_k": 10,
         },
         "seeds": (0, 1),
         "noisy_augment": "large_erase",
@@ -660,10 +677,13 @@ def _alpha_beta(d: float) -> tuple[float, float]:
     return (max(d, 0.0), max(-d, 0.0))
 
 
-def study_plan(profile: str, experiments: Iterable[str] | None = None) -> list[RunSpec]:
-    """Every run of the study under ``profile``, most important first (see module docstring)."""
+def study_plan(profile: str, experiments: Iterable[str] | None = None, *, seed: int = 0) -> list[RunSpec]:
+    """Every run of the study under ``profile``, most important first (see module docstring).
+    ``seed`` shifts the study's seeds (``seed, seed + 1, ...``; the committed results use 0)."""
     st = study_settings(profile)
-    seeds = tuple(st["seeds"])
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be a non-negative int")
+    seeds = tuple(seed + s for s in st["seeds"])
     key_std = ("ince", "gca-ince", "gca-uot")
     key_noisy = ("rince", "gca-rince")
     noisy_ov = {"data.augment": st["noisy_augment"], "eval.corruptions": tuple(st["corruptions"])}
@@ -831,6 +851,18 @@ def source_version() -> str:
     return h.hexdigest()[:16]
 
 
+def _status_in_subprocess(profile: str, experiments, env) -> list[tuple[RunSpec, str, Path]]:
+    """:func:`study_status` computed by a fresh interpreter, so that keys and fingerprints are those
+    of the code on disk now, not of the modules this long-running process imported at its start."""
+    cmd = [sys.executable, "-m", "gca.experiments", "status", "--profile", profile, "--json"]
+    if experiments:
+        cmd += ["--only", *experiments]
+    out = subprocess.run(cmd, cwd=_REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise ValueError(out.stderr)
+    return [(RunSpec.from_dict(r["spec"]), r["state"], Path(r["path"])) for r in json.loads(out.stdout)]
+
+
 def _log(log_path: Path, message: str) -> None:
     line = f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} {message}"
     print(line, flush=True)
@@ -889,7 +921,13 @@ def run_study(profile: str, *, experiments: Iterable[str] | None = None, workers
             _log(log, f"gca sources {code}")
             last_code = code
         due = []
-        for spec, state, path in study_status(prof, experiments, root=root):
+        try:
+            rows = _status_in_subprocess(prof, experiments, env)
+        except (subprocess.SubprocessError, OSError, ValueError) as exc:
+            _log(log, f"planning failed ({type(exc).__name__}: {str(exc)[-300:]}); retrying in 30 s")
+            time.sleep(30)
+            continue
+        for spec, state, path in rows:
             if state.startswith("invalid"):
                 if spec.label not in invalid_logged:
                     _log(log, f"skip  {spec.label}: {state}")
@@ -927,6 +965,230 @@ def run_study(profile: str, *, experiments: Iterable[str] | None = None, workers
     return len(failed_keys)
 
 
+# --------------------------------------------------------------------------------------------
+# The paper's numbers (spec §5) and helpers for the notebooks
+# --------------------------------------------------------------------------------------------
+#: Display names of the methods.
+METHOD_NAMES = {"byol": "BYOL", "iot": "IOT", "iot-uni": "IOT-uni", "simclr": "SimCLR", "ince": "INCE",
+                "rince": "RINCE", "gca-ince": "GCA-INCE", "gca-rince": "GCA-RINCE", "gca-uot": "GCA-UOT"}
+#: Linear readout top-1 (%), standard setting (spec §5.1, from the authors' poster).
+PAPER_STANDARD = {
+    "byol": (90.56, 69.40, 69.75), "iot": (90.99, 58.75, 72.27), "iot-uni": (90.89, 59.05, 72.88),
+    "simclr": (92.16, 73.79, 72.20), "ince": (92.01, 74.84, 73.01), "rince": (91.05, 77.05, 71.91),
+    "gca-ince": (92.36, 76.00, 73.04), "gca-rince": (92.09, 77.23, 73.44), "gca-uot": (92.61, 77.60, 74.09),
+}
+PAPER_STANDARD_COLUMNS = ("CIFAR-10", "CIFAR-100", "ImageNet-100")
+#: Linear readout top-1 (%), noisy views / extreme augmentation (spec §5.2).
+PAPER_NOISY = {
+    "byol": (81.55, 54.18, 69.75), "iot": (80.59, 52.40, 67.19), "iot-uni": (80.79, 53.04, 67.03),
+    "simclr": (81.87, 54.54, 69.95), "ince": (82.03, 54.70, 70.07), "rince": (82.60, 55.43, 69.06),
+    "gca-ince": (82.18, 54.91, 70.11), "gca-rince": (82.76, 55.90, 69.72), "gca-uot": (83.18, 56.30, 71.45),
+}
+PAPER_NOISY_COLUMNS = ("CIFAR-10", "CIFAR-100", "CIFAR-10-C")
+#: GCA-INCE ablation (spec §5.4): accuracy against ε (read from the paper's figure, approximate).
+PAPER_ABLATION_EPS = {0.1: 0.66, 0.2: 0.79, 0.4: 0.84, 0.6: 0.82, 0.8: 0.81, 1.0: 0.79}
+#: GCA-INCE ablation against iterations: only the end points are recovered (≈ 0.684 at T = 1,
+#: ≈ 0.707 at T = 11, best from T = 5 on).
+PAPER_ABLATION_ITERS = {1: 0.684, 11: 0.707}
+#: Domain-prior sweep (spec §5.3, PACS): domain-probe accuracy rises ≈ 0.72 → 0.95 from α − β = −0.5 to
+#: 0.5; class accuracy stays ≈ 0.89–0.90.
+PAPER_DOMAIN = {"domain_accuracy": (0.72, 0.95), "class_accuracy": (0.89, 0.90)}
+
+
+def notebook_profile(profile: str) -> str:
+    """Study profile for a notebook's ``profile`` parameter (book profiles map through
+    :data:`BOOK_TO_STUDY`: ``smoke`` → ``smoke``, ``default`` → ``cpu``, ``full`` → ``paper``)."""
+    return study_profile(profile)
+
+
+def scale_description(profile: str) -> str:
+    """One paragraph saying what a study profile trains on (shown on every experiment page)."""
+    prof = study_profile(profile)
+    st = study_settings(prof)
+    from gca.config import resolve_config
+
+    c = resolve_config(st["config_profile"], method="gca-ince", overrides=st["overrides"])
+    n_train = "all" if c.data.n_per_class is None else f"{c.data.n_per_class} per class"
+    n_test = "all" if c.data.test_n_per_class is None else f"{c.data.test_n_per_class} per class"
+    size = c.data.image_size or "native"
+    width = f", width {c.model.width}" if c.model.width else ""
+    return (f"Profile `{prof}`: dataset `{c.data.dataset}` (training images: {n_train}; test images: {n_test}), "
+            f"views at {size} px, backbone `{c.model.backbone}`{width}, projector {c.model.projector_hidden_dim}→"
+            f"{c.model.projector_out_dim}, batch {c.train.batch_size}, {c.train.epochs} epochs, optimiser "
+            f"{c.optim.name} (lr {c.optim.lr:g}, {c.optim.schedule} schedule, {c.optim.warmup_epochs:g} warm-up epochs), "
+            f"loss hyperparameters at the authors' CIFAR-10 values (ε = 0.5, 10 iterations), seeds {list(st['seeds'])}. "
+            f"Linear probe: L-BFGS logistic regression on frozen features, weight decay chosen on a validation split "
+            f"of the training set ({c.eval.val_fraction:g}), reported once on test; kNN: k = {c.eval.knn_k}, "
+            f"τ = {c.eval.knn_temperature:g}.")
+
+
+def fmt_mean_sd(stats: Mapping[str, Any], scale: float = 100.0, digits: int = 1) -> str:
+    """``"41.3 ± 0.8 (n=3)"`` from a :func:`summarise` entry (``"41.3 (n=1)"`` for one run)."""
+    if not stats or stats.get("n", 0) == 0:
+        return "—"
+    m, sd, n = stats["mean"] * scale, stats["sd"] * scale, stats["n"]
+    if n == 1 or math.isnan(sd):
+        return f"{m:.{digits}f} (n={n})"
+    return f"{m:.{digits}f} ± {sd:.{digits}f} (n={n})"
+
+
+def comparison_table(results: "Results", experiment: str, *, paper: Mapping[str, Sequence[float]],
+                     paper_columns: Sequence[str], metrics: Sequence[tuple[str, str]] = (
+                         ("linear_accuracy", "linear"), ("knn_accuracy", "kNN"))):
+    """A pandas DataFrame, one row per method (paper order): the paper's numbers beside ours
+    (mean ± sd over seeds, %) for each metric."""
+    import pandas as pd
+
+    rows = []
+    for m in METHODS_ORDER:
+        row = {"method": METHOD_NAMES[m]}
+        for col, v in zip(paper_columns, paper[m]):
+            row[f"paper {col}"] = v
+        recs = results.by(experiment, m)
+        for metric, name in metrics:
+            st = summarise(recs, metric).get(m, {})
+            row[f"ours {name} (%)"] = fmt_mean_sd(st)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
+
+
+def metric_stats(results: "Results", experiment: str, metric: str = "linear_accuracy") -> dict[str, dict]:
+    """:func:`summarise` of ``metric`` for every method of ``experiment`` that has results."""
+    return summarise(results.by(experiment), metric)
+
+
+def compare(stats: Mapping[str, dict], a: str, b: str, *, noise_sd: float | None = None) -> dict[str, Any]:
+    """Is method ``a`` better than ``b``? Difference of means ``d`` and its standard error
+    ``se = sqrt(sd_a²/n_a + sd_b²/n_b)`` (a method with one run borrows ``noise_sd``, the seed-to-seed
+    sd of the panel). Verdict: ``"reproduced"`` if ``d > 2 se``, ``"not reproduced at this scale"``
+    if ``d < -2 se``, else ``"inconclusive"``; ``"missing"`` when a side has no result."""
+    sa, sb = stats.get(a), stats.get(b)
+    if not sa or not sb or sa["n"] == 0 or sb["n"] == 0:
+        return {"a": a, "b": b, "verdict": "missing (not computed)", "d": float("nan"), "se": float("nan")}
+    def var(st):
+        sd = st["sd"] if st["n"] > 1 and not math.isnan(st["sd"]) else noise_sd
+        return float("nan") if sd is None else sd ** 2 / st["n"]
+    d = sa["mean"] - sb["mean"]
+    se = math.sqrt(var(sa) + var(sb))
+    if math.isnan(se):
+        verdict = "inconclusive (one seed, no noise estimate)"
+    elif d > 2 * se:
+        verdict = "reproduced"
+    elif d < -2 * se:
+        verdict = "not reproduced at this scale"
+    else:
+        verdict = "inconclusive"
+    return {"a": a, "b": b, "d": d, "se": se, "verdict": verdict, "n_a": sa["n"], "n_b": sb["n"]}
+
+
+def panel_noise_sd(stats: Mapping[str, dict]) -> float | None:
+    """Pooled seed-to-seed sd of the methods of a panel that have several seeds (``None`` if none)."""
+    num, den = 0.0, 0
+    for st in stats.values():
+        if st["n"] > 1 and not math.isnan(st["sd"]):
+            num += st["sd"] ** 2 * (st["n"] - 1)
+            den += st["n"] - 1
+    return math.sqrt(num / den) if den else None
+
+
+def best_method_verdict(stats: Mapping[str, dict], claimed: str = "gca-uot") -> dict[str, Any]:
+    """Is ``claimed`` the best method of a panel? ``"reproduced"`` if it has the highest mean and beats
+    the runner-up by more than 2 se (:func:`compare`), ``"not reproduced at this scale"`` if some method
+    beats it by more than 2 se, else ``"inconclusive"``."""
+    if claimed not in stats:
+        return {"verdict": "missing (not computed)", "best": None}
+    noise = panel_noise_sd(stats)
+    ranked = sorted(stats, key=lambda m: stats[m]["mean"], reverse=True)
+    best = ranked[0]
+    if best == claimed:
+        runner = ranked[1] if len(ranked) > 1 else None
+        if runner is None:
+            return {"verdict": "inconclusive (one method)", "best": best}
+        c = compare(stats, claimed, runner, noise_sd=noise)
+        v = "reproduced" if c["verdict"] == "reproduced" else "inconclusive"
+        return {"verdict": v, "best": best, "runner_up": runner, "margin": c["d"], "se": c["se"]}
+    c = compare(stats, best, claimed, noise_sd=noise)
+    v = "not reproduced at this scale" if c["verdict"] == "reproduced" else "inconclusive"
+    return {"verdict": v, "best": best, "margin": -c["d"], "se": c["se"], "rank": ranked.index(claimed) + 1}
+
+
+def measure_step_times(methods: Sequence[str], *, batch_size: int = 256, image_size: int = 16, width: int = 16,
+                       in_channels: int = 3, repeats: int = 5, warmup: int = 1, seed: int = 0,
+                       threads: int | None = 1) -> dict[str, dict[str, float]]:
+    """Wall-clock seconds of one training step (random images → encoder + projector →
+    loss → backward) per method, measured **interleaved** (round-robin over methods, ``repeats``
+    rounds) so that load changes hit every method alike; also the loss alone (forward + backward on
+    fixed embeddings). Returns ``{method: {"step_median", "step_min", "loss_median", "loss_min"}}``."""
+    import statistics
+
+    import torch
+
+    from gca.losses import make_loss
+    from gca.models import build_model
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2 * batch_size, in_channels, image_size, image_size, generator=g)
+    z_fixed = torch.randn(2 * batch_size, 128, generator=g)
+    torch.manual_seed(seed)
+    models = {m: build_model(backbone="small", in_channels=in_channels, width=width, projector_hidden_dim=512,
+                             projector_out_dim=128) for m in methods}
+    loss_fns = {}
+    for m in methods:
+        name, kw = (m.split("@")[0], dict(kv.split("=") for kv in m.split("@")[1:])) if "@" in m else (m, {})
+        loss_fns[m] = make_loss(name, **{k: (int(v) if v.isdigit() else float(v)) for k, v in kw.items()})
+    step_t = {m: [] for m in methods}
+    loss_t = {m: [] for m in methods}
+    for r in range(warmup + repeats):
+        for m in methods:
+            model = models[m]
+            t0 = time.perf_counter()
+            out = model(x)
+            z = out[1] if isinstance(out, tuple) else out
+            z1, z2 = z.float().chunk(2)
+            loss = loss_fns[m](z1, z2)
+            loss.backward()
+            t1 = time.perf_counter()
+            zz = z_fixed.clone().requires_grad_(True)
+            a, b = zz.chunk(2)
+            loss_fns[m](a, b).backward()
+            t2 = time.perf_counter()
+            if r >= warmup:
+                step_t[m].append(t1 - t0)
+                loss_t[m].append(t2 - t1)
+            model.zero_grad(set_to_none=True)
+    return {m: {"step_median": statistics.median(step_t[m]), "step_min": min(step_t[m]),
+                "loss_median": statistics.median(loss_t[m]), "loss_min": min(loss_t[m])} for m in methods}
+
+
+def saved_tensor_bytes(method: str, *, n_pairs: int = 256, dim: int = 128, seed: int = 0, **hparams) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass of one loss evaluation
+    (``torch.autograd.graph.saved_tensors_hooks``): the memory cost of a gradient mode, device-free."""
+    import torch
+
+    from gca.losses import make_loss
+
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(2 * n_pairs, dim, generator=g, requires_grad=True)
+    total = 0
+    seen: set[int] = set()
+
+    def pack(t):
+        nonlocal total
+        key = t.untyped_storage().data_ptr() if t.device.type != "meta" else id(t)
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        a, b = z.chunk(2)
+        loss = make_loss(method, **hparams)(a, b)
+    loss.backward()
+    return total
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gca.experiments", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -939,6 +1201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--watch", type=float, default=0.0, help="seconds to keep polling for code changes once done")
     p = sub.add_parser("status", help="done / running / stale / missing for every run of the plan")
     p.add_argument("--profile", default="cpu")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--only", nargs="+", default=None, choices=EXPERIMENTS)
     p = sub.add_parser("one", help="compute one run (used by 'run')")
     p.add_argument("--profile", default="cpu")
@@ -952,6 +1215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                               log_path=args.log, watch_s=args.watch) else 0
     if args.command == "status":
         rows = study_status(args.profile, args.only)
+        if args.json:
+            print(json.dumps([{"spec": s.to_dict(), "state": st, "path": str(p)} for s, st, p in rows]))
+            return 0
         for spec, state, path in rows:
             print(f"{state:8s} {spec.label:45s} {path.name if state == 'done' else ''}")
         counts = {}
