@@ -107,6 +107,8 @@ __all__ = [
     "compare",
     "panel_noise_sd",
     "best_method_verdict",
+    "domain_prior_verdict",
+    "ablation_verdicts",
     "measure_step_times",
     "saved_tensor_bytes",
     "Results",
@@ -1110,6 +1112,67 @@ def best_method_verdict(stats: Mapping[str, dict], claimed: str = "gca-uot") -> 
     c = compare(stats, best, claimed, noise_sd=noise)
     v = "not reproduced at this scale" if c["verdict"] == "reproduced" else "inconclusive"
     return {"verdict": v, "best": best, "margin": -c["d"], "se": c["se"], "rank": ranked.index(claimed) + 1}
+
+
+def domain_prior_verdict(records: Sequence[dict]) -> dict[str, Any]:
+    """Does the domain probe's accuracy rise with α − β (paper §5.3)? ``"reproduced"`` when the
+    Spearman correlation of domain accuracy with α − β exceeds 0.5 and the last point lies above the
+    first, ``"not reproduced at this scale"`` when the correlation is negative, else
+    ``"inconclusive"``. Also returns the class accuracy's range and correlation."""
+    pts = []
+    for r in records:
+        ov = r["spec"]["overrides"]
+        d = float(ov.get("loss.target_alpha", 0.0)) - float(ov.get("loss.target_beta", 0.0))
+        dom = r["metrics"].get("domain_accuracy")
+        if dom is not None:
+            pts.append((d, dom, r["metrics"]["linear_accuracy"]))
+    pts.sort()
+    out: dict[str, Any] = {"n": len(pts)}
+    if len(pts) < 3:
+        out.update(verdict="missing (not computed)" if not pts else "inconclusive (fewer than 3 points)",
+                   rho_domain=float("nan"), rho_class=float("nan"), domain_lo=float("nan"),
+                   domain_hi=float("nan"), class_range=float("nan"))
+        return out
+    from scipy.stats import spearmanr
+
+    d, dom, cls = zip(*pts)
+    rho_dom = float(spearmanr(d, dom).statistic)
+    rho_cls = float(spearmanr(d, cls).statistic)
+    rises = rho_dom > 0.5 and dom[-1] > dom[0]
+    out.update(rho_domain=rho_dom, rho_class=rho_cls, domain_lo=dom[0], domain_hi=dom[-1],
+               class_range=max(cls) - min(cls),
+               verdict="reproduced" if rises else ("not reproduced at this scale" if rho_dom < 0 else "inconclusive"))
+    return out
+
+
+def ablation_verdicts(iters: Mapping[int, float], eps: Mapping[float, float], noise_sd: float | None) -> dict[str, Any]:
+    """Verdicts of the GCA-INCE ablations (paper §5.4) from ``{T: accuracy}`` and ``{ε: accuracy}``:
+    iterations — mean accuracy at ``T ≥ 5`` above ``T = 1`` by more than 2 ``noise_sd`` (the
+    seed-to-seed sd of single runs) is ``"reproduced"``, below by as much ``"not reproduced at this
+    scale"``, else ``"inconclusive"``; ε — ``"reproduced"`` if the best ε lies in [0.2, 0.6] and the
+    smallest ε is not the best, else ``"not reproduced at this scale"``."""
+    out: dict[str, Any] = {}
+    t1 = iters.get(1)
+    t5 = [v for t, v in iters.items() if t >= 5]
+    out["t1"] = float("nan") if t1 is None else t1
+    out["t5plus"] = float(sum(t5) / len(t5)) if t5 else float("nan")
+    if t1 is None or not t5:
+        out["iters"] = "missing (not computed)"
+    elif noise_sd is None:
+        out["iters"] = "inconclusive (no noise estimate)"
+    else:
+        diff = out["t5plus"] - t1
+        out["iters"] = ("reproduced" if diff > 2 * noise_sd else
+                        "not reproduced at this scale" if diff < -2 * noise_sd else "inconclusive")
+    if len(eps) < 2:
+        out["eps"] = "missing (not computed)"
+        out["best_eps"] = float("nan")
+    else:
+        best = max(eps, key=eps.get)
+        smallest = min(eps)
+        out["best_eps"] = best
+        out["eps"] = "reproduced" if 0.2 <= best <= 0.6 and eps[smallest] < eps[best] else "not reproduced at this scale"
+    return out
 
 
 def measure_step_times(methods: Sequence[str], *, batch_size: int = 256, image_size: int = 16, width: int = 16,
