@@ -204,9 +204,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "optim.lr": 2e-3,
         "optim.weight_decay": 1e-6,
         "optim.warmup_epochs": 1.0,
-        "train.epochs": 15,
+        "train.epochs": 30,
         "train.batch_size": 256,
-        "train.checkpoint_every": 5,
+        "train.checkpoint_every": 10,
         "train.log_every": 10,
         "train.threads": 1,  # tiny convolutions: one thread is fastest, and immune to busy cores
         "eval.probe_max_iter": 200,
