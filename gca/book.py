@@ -424,6 +424,19 @@ def execution_report_markdown(root: str | os.PathLike | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _figure_labels(build: Path, notebooks: Sequence[str]) -> set[str]:
+    """Names of the ``{glue:figure}`` directives (``:name: fig-...``) in the executed notebooks."""
+    import nbformat
+
+    labels: set[str] = set()
+    for nb in notebooks:
+        cells = nbformat.read(build / nb, as_version=4).cells
+        for cell in cells:
+            if cell.cell_type == "markdown":
+                labels.update(re.findall(r":name:\s*(fig-[a-z0-9-]+)", cell.source))
+    return labels
+
+
 def build_html(root: str | os.PathLike | None = None) -> Path:
     """Figure index + vendored MathJax + ``jupyter-book build . -W -n --keep-going``."""
     from gca.figures import write_figure_index
@@ -433,8 +446,9 @@ def build_html(root: str | os.PathLike | None = None) -> Path:
     missing = [nb for nb in toc_notebooks(root) if not (build / nb).is_file()]
     if missing:
         raise RuntimeError(f"not executed yet: {missing}; run `python -m gca.book execute --profile smoke` first")
+    notebooks = toc_notebooks(root)
     records = write_figure_index(build / "figures", build / "figure_index.md", image_prefix="../build/figures",
-                                 notebooks=toc_notebooks(root))
+                                 notebooks=notebooks, labels=_figure_labels(build, notebooks))
     print(f"[gca.book] figure index: {len(records)} figures", flush=True)
     (build / "execution_report.md").write_text(execution_report_markdown(root))
     vendor_mathjax(root)

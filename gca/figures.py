@@ -264,7 +264,9 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def figure_index_markdown(records: list[dict], *, image_prefix: str, executed_root: str = "build") -> str:
+def figure_index_markdown(
+    records: list[dict], *, image_prefix: str, executed_root: str = "build", labels: Iterable[str] | None = None
+) -> str:
     """MyST Markdown listing every figure: image, identifier, caption, provenance, how to cite.
 
     Parameters
@@ -275,12 +277,17 @@ def figure_index_markdown(records: list[dict], *, image_prefix: str, executed_ro
         Path from the including page to the figure folder (e.g. ``"../build/figures"``).
     executed_root : str
         Folder (relative to the book root) holding the executed notebooks, for links.
+    labels : iterable of str, optional
+        Figure labels (``fig-<id>``) that exist in the book. A figure whose label is absent (shown
+        inline, without a ``{glue:figure}`` named after it) is linked by its page only. Default: all.
     """
+    labels = None if labels is None else set(labels)
     if not records:
         return "No figure has been produced yet: execute the notebooks (`python -m gca.book execute`).\n"
     lines: list[str] = []
     for rec in records:
         fid = rec["figure_id"]
+        label = rec.get("label", f"fig-{fid}")
         short = str(rec.get("git_commit", "unknown"))[:12]
         dirty = " (uncommitted changes)" if rec.get("git_dirty") else ""
         title = rec.get("title") or fid
@@ -300,8 +307,9 @@ def figure_index_markdown(records: list[dict], *, image_prefix: str, executed_ro
         if rec.get("caption"):
             lines += [_md_escape(rec["caption"]), ""]
         lines += [
-            f"- **Shown in:** {{numref}}`Fig. {{number}} <{rec.get('label', 'fig-' + fid)}>` of "
-            f"{{doc}}`{_notebook_docname(rec['notebook'], executed_root)}`",
+            f"- **Shown in:** "
+            + (f"{{numref}}`Fig. {{number}} <{label}>` of " if labels is None or label in labels else "")
+            + f"{{doc}}`{_notebook_docname(rec['notebook'], executed_root)}`",
             f"- **Notebook:** `{rec['notebook']}` with {params or 'no parameters'}; seed `{rec['seed']}`",
             f"- **Code:** gca {rec.get('gca_version', '?')}, commit `{short}`{dirty}; Python {rec.get('python', '?')}",
             f"- **Packages:** " + ", ".join(f"{k} {v}" for k, v in sorted(rec.get("packages", {}).items())),
@@ -322,12 +330,14 @@ def write_figure_index(
     image_prefix: str,
     executed_root: str = "build",
     notebooks: Iterable[str] | None = None,
+    labels: Iterable[str] | None = None,
 ) -> list[dict]:
     """Read the sidecars in ``directory`` (:func:`read_sidecars`) and write
     :func:`figure_index_markdown` to ``output``; returns the sidecars listed.
 
     ``notebooks``, if given, restricts the index to figures of those notebooks (the book's), so
-    that figures left by a notebook outside the book are not published.
+    that figures left by a notebook outside the book are not published; ``labels`` as in
+    :func:`figure_index_markdown`.
     """
     records = read_sidecars(directory)
     if notebooks is not None:
@@ -335,5 +345,6 @@ def write_figure_index(
         records = [r for r in records if r["notebook"] in keep]
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(figure_index_markdown(records, image_prefix=image_prefix, executed_root=executed_root))
+    output.write_text(figure_index_markdown(records, image_prefix=image_prefix, executed_root=executed_root,
+                                            labels=labels))
     return records

@@ -119,5 +119,7 @@ def test_figure_index_lists_provenance_and_citation(fig, tmp_path):
     out = tmp_path / "idx" / "figure_index.md"
     assert len(write_figure_index(tmp_path, out, image_prefix="x")) == 1 and out.read_text().startswith("## ")
     assert "No figure" in figure_index_markdown([], image_prefix="x")
+    unlabelled = figure_index_markdown(read_sidecars(tmp_path), image_prefix="x", labels={"fig-other"})
+    assert "{numref}" not in unlabelled and "**Shown in:** {doc}`/build/notebooks/02_sinkhorn_vs_pot`" in unlabelled
     assert write_figure_index(tmp_path, out, image_prefix="x", notebooks=["notebooks/other.ipynb"]) == []
     assert "No figure" in out.read_text()
