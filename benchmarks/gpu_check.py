@@ -48,6 +48,10 @@ def check_losses_match_cpu(dev: torch.device, *, batch: int, dim: int, seed: int
     g = torch.Generator().manual_seed(seed)
     z1 = torch.randn(batch, dim, generator=g, dtype=torch.float64)
     z2 = z1 + 0.5 * torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    # BYOL targets: independent of the predictions (scaled copies of them would give cos = 1 and a
+    # loss of exactly 0, where a relative error means nothing).
+    t1 = torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    t2 = torch.randn(batch, dim, generator=g, dtype=torch.float64)
     out = {}
     for name in LOSS_NAMES + ("byol",):
         vals, grads = [], []
@@ -55,7 +59,7 @@ def check_losses_match_cpu(dev: torch.device, *, batch: int, dim: int, seed: int
             a = z1.to(d, copy=True).requires_grad_(True)
             b = z2.to(d, copy=True).requires_grad_(True)
             if name == "byol":
-                loss = byol_loss(a, b, b.detach() * 1.1, a.detach() * 0.9)
+                loss = byol_loss(a, b, t1.to(d), t2.to(d))
             else:
                 loss = make_loss(name).to(d)(a, b)
             loss.backward()
