@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= default
 
-.PHONY: venv test test-all book smoke-book notebooks smoke-notebooks bench clean
+.PHONY: venv test test-all book smoke-book notebooks smoke-notebooks smoke study bench bench-step gpu-check clean
 
 venv: $(STAMP)
 
@@ -37,11 +37,29 @@ notebooks: venv
 smoke-notebooks: venv
 	$(PY) -m gca.book execute --profile smoke
 
+## make smoke — pretrain + evaluate at the smoke profile (under a minute on 2 cores)
+smoke: venv
+	rm -rf runs/smoke
+	$(PY) -m gca pretrain --method gca-uot --dataset digits --profile smoke --out runs/smoke --no-progress
+	$(PY) -m gca evaluate runs/smoke --no-progress
+
+## make study — the experiments' missing runs for PROFILE=cpu (results/cpu; about an hour on 2 cores)
+study: venv
+	$(PY) -m gca.experiments run --profile $(if $(filter default,$(PROFILE)),cpu,$(PROFILE))
+
+## make bench — every benchmark (speed and memory tables under benchmarks/results/)
 bench: venv
 	$(PY) benchmarks/bench_ot.py
 	$(PY) benchmarks/bench_losses.py
 	$(PY) benchmarks/bench_augment.py
-	$(PY) benchmarks/bench_step.py
+	$(MAKE) bench-step
+
+bench-step: venv
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_step.py --threads 1 --out benchmarks/results/step
+
+## make gpu-check — on a machine with a GPU (< 8 min): benchmarks/results/gpu_check-<device>.*
+gpu-check:
+	benchmarks/gpu_check.sh
 
 clean:
 	rm -rf _build build
