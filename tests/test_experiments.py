@@ -162,7 +162,7 @@ def test_mode_from_environment(monkeypatch):
         ex.experiment_mode("sometimes")
 
 
-@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
 def test_study_plan_order_and_every_spec_resolves(profile):
     plan = ex.study_plan(profile)
     st = ex.study_settings(profile)
