@@ -728,6 +728,7 @@ def _no_kwargs(name: str, kw: dict) -> None:
 
 _FMNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 
+#: The dataset registry, name → :class:`DatasetInfo` (loader, splits, official resources, description).
 DATASETS: dict[str, DatasetInfo] = {
     "cifar10": DatasetInfo(
         "cifar10", "CIFAR-10", ("train", "test"), "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}",
