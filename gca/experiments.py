@@ -12,7 +12,7 @@ stored as one small JSON file ``results/<profile>/<experiment>/<method>[-<tag>]-
   executes, every function of :mod:`gca` that is called is recorded (``sys.settrace``, call events
   only), and the result stores a hash of the source of each of those functions and of the
   module-level code (imports, constants, class fields) of each module they live in, every source
-  parsed with :mod:`ast` and re-emitted without docstrings (comments, docstrings and formatting do
+  parsed with ``ast`` and re-emitted without docstrings (comments, docstrings and formatting do
   not count), plus the torch version. Reporting-only modules (:data:`UNTRACKED_MODULES`) are not
   part of it. Not the git commit: an unrelated commit (a new loss, the book, tests) must not
   invalidate a result, while a change to any code the run executed must. (Limitation: a function
@@ -117,7 +117,7 @@ __all__ = [
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
-#: Study profiles (the configuration profile each one starts from is in :data:`_STUDY`).
+#: Study profiles (the configuration profile each one starts from is in ``_STUDY``).
 STUDY_PROFILES = ("smoke", "cpu", "paper")
 #: Book execution profiles (:data:`gca.book.PROFILES`) mapped to study profiles.
 BOOK_TO_STUDY = {"smoke": "smoke", "default": "cpu", "full": "paper"}
@@ -247,7 +247,7 @@ def module_index(path: str | os.PathLike) -> tuple[str, dict[str, str]]:
     """``(skeleton hash, {qualified name: hash})`` of a source file, docstrings removed.
 
     Every top-level function and every method of a top-level class gets its own hash (of its
-    :func:`ast.unparse`, decorators included); the *skeleton* is the rest of the module (imports,
+    ``ast.unparse``, decorators included); the *skeleton* is the rest of the module (imports,
     constants, class bodies without their methods), so a changed default value or dataclass field
     changes the skeleton. Comments, docstrings and formatting change nothing.
     """
@@ -292,7 +292,7 @@ def _index_name(qualname: str, functions: Mapping[str, str]) -> str | None:
 
 class CodeTracker:
     """Records which functions of :mod:`gca` run inside a ``with`` block (``sys.settrace`` on call
-    events only, no line tracing), then turns them into a :func:`fingerprint`."""
+    events only, no line tracing), then turns them into a fingerprint (:meth:`CodeTracker.fingerprint`)."""
 
     def __init__(self):
         self.calls: set[tuple[str, str]] = set()
@@ -314,6 +314,8 @@ class CodeTracker:
         sys.settrace(self._previous)
 
     def fingerprint(self) -> dict[str, Any]:
+        """``{"files": {path: skeleton hash}, "functions": {"path::name": hash}, "torch": version}``
+        of the recorded calls (see :func:`module_index`)."""
         files: dict[str, str] = {}
         functions: dict[str, str] = {}
         for filename, qualname in sorted(self.calls):
@@ -410,16 +412,19 @@ class RunSpec:
 
     @property
     def label(self) -> str:
+        """Readable name, e.g. ``"ablation_iters/gca-ince [T=5] seed 0"``."""
         tag = f" [{self.tag}]" if self.tag else ""
         return f"{self.experiment}/{self.method}{tag} seed {self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (inverse: :meth:`from_dict`)."""
         return {"experiment": self.experiment, "method": self.method, "seed": self.seed,
                 "overrides": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.overrides},
                 "analysis": self.analysis, "tag": self.tag, "priority": self.priority}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunSpec":
+        """The spec of :meth:`to_dict`'s output."""
         ov = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(d.get("overrides", {})).items()}
         return cls(d["experiment"], d["method"], int(d.get("seed", 0)), tuple(sorted(ov.items())),
                    d.get("analysis"), d.get("tag", ""), int(d.get("priority", 100)))
@@ -463,6 +468,7 @@ def results_root(root: str | os.PathLike | None = None) -> Path:
 
 
 def result_path(spec: RunSpec, profile: str, key: str, *, root: str | os.PathLike | None = None) -> Path:
+    """``<root>/<profile>/<experiment>/<method>[-<tag>]-s<seed>-<key>.json``."""
     tag = f"-{_slug(spec.tag)}" if spec.tag else ""
     return (results_root(root) / study_profile(profile) / spec.experiment /
             f"{spec.method}{tag}-s{spec.seed}-{key}.json")
@@ -748,10 +754,12 @@ class Results:
     reused: int = 0
 
     def by(self, experiment: str | None = None, method: str | None = None, tag: str | None = None) -> list[dict]:
+        """Records of one experiment / method / tag (``None``: any)."""
         return [r for r in self.records if (experiment is None or r["spec"]["experiment"] == experiment)
                 and (method is None or r["spec"]["method"] == method) and (tag is None or r["spec"]["tag"] == tag)]
 
     def missing_text(self) -> str:
+        """Plain-text list of the runs not shown and why (or a sentence saying none is missing)."""
         if not self.missing:
             return "All runs of this page are computed with the current code."
         lines = [f"{len(self.missing)} run(s) have no current result and are NOT shown:"]
