@@ -217,7 +217,7 @@ def experiment_mode(mode: str | None = None) -> str:
 # Code fingerprint: the source of exactly the gca code a run executed
 # --------------------------------------------------------------------------------------------
 _GCA_DIR = str(_REPO_ROOT / "gca") + os.sep
-#: Modules never part of a fingerprint: reporting only (provenance, figures, book, command line), or
+#: Modules never part of a fingerprint — reporting only (provenance, figures, book, command line), or
 #: :mod:`gca.config`, whose only effect on a run is the resolved configuration — and that is the key.
 UNTRACKED_MODULES = ("provenance.py", "figures.py", "book.py", "cli.py", "__main__.py", "config.py")
 #: The functions of this module that compute numbers (the rest of it — settings, which reach a run
@@ -1010,12 +1010,12 @@ PAPER_NOISY = {
     "gca-ince": (82.18, 54.91, 70.11), "gca-rince": (82.76, 55.90, 69.72), "gca-uot": (83.18, 56.30, 71.45),
 }
 PAPER_NOISY_COLUMNS = ("CIFAR-10", "CIFAR-100", "CIFAR-10-C")
-#: GCA-INCE ablation (spec §5.4): accuracy against ε (read from the paper's figure, approximate).
+#: GCA-INCE ablation (spec §5.4), accuracy against ε (read from the paper's figure, approximate).
 PAPER_ABLATION_EPS = {0.1: 0.66, 0.2: 0.79, 0.4: 0.84, 0.6: 0.82, 0.8: 0.81, 1.0: 0.79}
-#: GCA-INCE ablation against iterations: only the end points are recovered (≈ 0.684 at T = 1,
+#: GCA-INCE ablation against iterations; only the end points are recovered (≈ 0.684 at T = 1,
 #: ≈ 0.707 at T = 11, best from T = 5 on).
 PAPER_ABLATION_ITERS = {1: 0.684, 11: 0.707}
-#: Domain-prior sweep (spec §5.3, PACS): domain-probe accuracy rises ≈ 0.72 → 0.95 from α − β = −0.5 to
+#: Domain-prior sweep (spec §5.3, PACS) — domain-probe accuracy rises ≈ 0.72 → 0.95 from α − β = −0.5 to
 #: 0.5; class accuracy stays ≈ 0.89–0.90.
 PAPER_DOMAIN = {"domain_accuracy": (0.72, 0.95), "class_accuracy": (0.89, 0.90)}
 
