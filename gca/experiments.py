@@ -537,6 +537,14 @@ def save_result(record: Mapping[str, Any], path: str | os.PathLike) -> Path:
 # --------------------------------------------------------------------------------------------
 # One run
 # --------------------------------------------------------------------------------------------
+def _use_repo_data_dir() -> None:
+    """Without ``$GCA_DATA_DIR``, point it at ``<repo>/data`` when that exists, so that a notebook
+    (whose working directory is ``notebooks/``) finds the same data as the runner. The data root is
+    not part of a run's configuration (the data checksum is recorded in its provenance)."""
+    if not os.environ.get("GCA_DATA_DIR") and (_REPO_ROOT / "data").is_dir():
+        os.environ["GCA_DATA_DIR"] = str(_REPO_ROOT / "data")
+
+
 def _run_dir(spec: RunSpec, profile: str, train_hash: str) -> Path:
     base = Path(os.environ.get("GCA_RUNS_DIR") or _REPO_ROOT / "runs" / "experiments")
     return base / study_profile(profile) / f"{spec.method}-s{spec.seed}-{train_hash}"
@@ -600,6 +608,7 @@ def run_one(spec: RunSpec, profile: str, *, root: str | os.PathLike | None = Non
 
     The gca code executed is recorded (:class:`CodeTracker`; pass a running ``tracker`` to include
     what ran before, e.g. imports) and stored as the result's code fingerprint."""
+    _use_repo_data_dir()
     own = tracker is None
     tracker = tracker if tracker is not None else CodeTracker()
     if own:
@@ -696,6 +705,11 @@ def study_plan(profile: str, experiments: Iterable[str] | None = None, *, seed: 
     key_std = ("ince", "gca-ince", "gca-uot")
     key_noisy = ("rince", "gca-rince")
     noisy_ov = {"data.augment": st["noisy_augment"], "eval.corruptions": tuple(st["corruptions"])}
+    from gca.data import is_available
+
+    _use_repo_data_dir()
+    if is_available("cifar10-c"):  # the published CIFAR-10-C files, when present, are evaluated too
+        noisy_ov["eval.cifar10c_corruptions"] = ("all",)
     plan: list[RunSpec] = []
     for s in seeds:
         for m in key_std:
