@@ -1155,7 +1155,9 @@ def domain_prior_verdict(records: Sequence[dict]) -> dict[str, Any]:
     """Does the domain probe's accuracy rise with α − β (paper §5.3)? ``"reproduced"`` when the
     Spearman correlation of domain accuracy with α − β exceeds 0.5 and the last point lies above the
     first, ``"not reproduced at this scale"`` when the correlation is negative, else
-    ``"inconclusive"``. Also returns the class accuracy's range and correlation."""
+    ``"inconclusive"``. ``verdict_class`` — is class accuracy flat (paper: 0.89–0.90)? —
+    ``"reproduced"`` when its range over the sweep is at most 0.05, else ``"not reproduced at this
+    scale"``."""
     pts = []
     for r in records:
         ov = r["spec"]["overrides"]
@@ -1167,6 +1169,7 @@ def domain_prior_verdict(records: Sequence[dict]) -> dict[str, Any]:
     out: dict[str, Any] = {"n": len(pts)}
     if len(pts) < 3:
         out.update(verdict="missing (not computed)" if not pts else "inconclusive (fewer than 3 points)",
+                   verdict_class="missing (not computed)" if not pts else "inconclusive (fewer than 3 points)",
                    rho_domain=float("nan"), rho_class=float("nan"), domain_lo=float("nan"),
                    domain_hi=float("nan"), class_range=float("nan"))
         return out
@@ -1178,7 +1181,8 @@ def domain_prior_verdict(records: Sequence[dict]) -> dict[str, Any]:
     rises = rho_dom > 0.5 and dom[-1] > dom[0]
     out.update(rho_domain=rho_dom, rho_class=rho_cls, domain_lo=dom[0], domain_hi=dom[-1],
                class_range=max(cls) - min(cls),
-               verdict="reproduced" if rises else ("not reproduced at this scale" if rho_dom < 0 else "inconclusive"))
+               verdict="reproduced" if rises else ("not reproduced at this scale" if rho_dom < 0 else "inconclusive"),
+               verdict_class="reproduced" if max(cls) - min(cls) <= 0.05 else "not reproduced at this scale")
     return out
 
 
