@@ -1190,8 +1190,9 @@ def ablation_verdicts(iters: Mapping[int, float], eps: Mapping[float, float], no
     """Verdicts of the GCA-INCE ablations (paper §5.4) from ``{T: accuracy}`` and ``{ε: accuracy}``:
     iterations — mean accuracy at ``T ≥ 5`` above ``T = 1`` by more than 2 ``noise_sd`` (the
     seed-to-seed sd of single runs) is ``"reproduced"``, below by as much ``"not reproduced at this
-    scale"``, else ``"inconclusive"``; ε — ``"reproduced"`` if the best ε lies in [0.2, 0.6] and the
-    smallest ε is not the best, else ``"not reproduced at this scale"``."""
+    scale"``, else ``"inconclusive"``; ε — ``"reproduced"`` if the best ε lies in [0.2, 0.6] and beats
+    the smallest ε by more than 2 ``noise_sd``, ``"inconclusive"`` if the best lies there but within
+    that margin (or without a noise estimate), else ``"not reproduced at this scale"``."""
     out: dict[str, Any] = {}
     t1 = iters.get(1)
     t5 = [v for t, v in iters.items() if t >= 5]
@@ -1212,7 +1213,14 @@ def ablation_verdicts(iters: Mapping[int, float], eps: Mapping[float, float], no
         best = max(eps, key=eps.get)
         smallest = min(eps)
         out["best_eps"] = best
-        out["eps"] = "reproduced" if 0.2 <= best <= 0.6 and eps[smallest] < eps[best] else "not reproduced at this scale"
+        margin = eps[best] - eps[smallest]
+        out["eps_margin"] = margin
+        if not 0.2 <= best <= 0.6:
+            out["eps"] = "not reproduced at this scale"
+        elif noise_sd is None or margin <= 2 * noise_sd:
+            out["eps"] = "inconclusive"
+        else:
+            out["eps"] = "reproduced"
     return out
 
 
