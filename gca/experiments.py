@@ -743,6 +743,12 @@ def study_plan(profile: str, experiments: Iterable[str] | None = None, *, seed: 
                 plan.append(RunSpec("standard", m, s, priority=80 + 2 * k))
             if m not in key_noisy:
                 plan.append(RunSpec("noisy", m, s, noisy_ov, priority=81 + 2 * k))
+    # Then more seeds of the ablations.
+    for s in (seeds[1:] if st.get("all_methods_all_seeds", True) else ()):
+        for T in st["ablation_iters"]:
+            plan.append(RunSpec("ablation_iters", "gca-ince", s, {"loss.hparams.n_iter": T}, tag=f"T={T}", priority=90))
+        for e in st["ablation_eps"]:
+            plan.append(RunSpec("ablation_eps", "gca-ince", s, {"loss.hparams.epsilon": e}, tag=f"eps={e:g}", priority=90))
     if experiments is not None:
         wanted = set(experiments)
         unknown = wanted - set(EXPERIMENTS)
