@@ -182,7 +182,10 @@ _STUDY: dict[str, dict[str, Any]] = {
 }
 
 METHODS_ORDER = ("byol", "iot", "iot-uni", "simclr", "ince", "rince", "gca-ince", "gca-rince", "gca-uot")
-EXPERIMENTS = ("standard", "noisy", "domain_prior", "ablation_iters", "ablation_eps", "plans")
+EXPERIMENTS = ("standard", "noisy", "noisy_strong_crop", "noisy_brightness", "domain_prior", "ablation_iters",
+               "ablation_eps", "plans")
+#: The paper's other two noisy-view augmentations, run for the INCE/RINCE families and GCA-UOT.
+EXTRA_NOISY = {"noisy_strong_crop": "strong_crop", "noisy_brightness": "brightness"}
 
 
 def study_profile(profile: str) -> str:
@@ -743,6 +746,10 @@ def study_plan(profile: str, experiments: Iterable[str] | None = None, *, seed: 
                 plan.append(RunSpec("standard", m, s, priority=80 + 2 * k))
             if m not in key_noisy:
                 plan.append(RunSpec("noisy", m, s, noisy_ov, priority=81 + 2 * k))
+    # The paper's other noisy-view augmentations, one seed, for the methods the noisy claims are about.
+    for exp, aug in EXTRA_NOISY.items():
+        for m in ("ince", "gca-ince", "rince", "gca-rince", "gca-uot"):
+            plan.append(RunSpec(exp, m, seeds[0], {**noisy_ov, "data.augment": aug}, priority=85))
     # Then more seeds of the ablations.
     for s in (seeds[1:] if st.get("all_methods_all_seeds", True) else ()):
         for T in st["ablation_iters"]:
