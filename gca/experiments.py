@@ -906,7 +906,20 @@ def _status_in_subprocess(profile: str, experiments, env) -> list[tuple[RunSpec,
     out = subprocess.run(cmd, cwd=_REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise ValueError(out.stderr)
-    return [(RunSpec.from_dict(r["spec"]), r["state"], Path(r["path"])) for r in json.loads(out.stdout)]
+    return [(_SpecView(r["spec"]), r["state"], Path(r["path"])) for r in json.loads(out.stdout)]
+
+
+class _SpecView:
+    """A run spec as the planning subprocess wrote it, not re-validated here: the code on disk may
+    define experiments this long-running process does not know yet."""
+
+    def __init__(self, d: Mapping[str, Any]):
+        self._d = dict(d)
+        tag = f" [{d.get('tag')}]" if d.get("tag") else ""
+        self.label = f"{d['experiment']}/{d['method']}{tag} seed {d['seed']}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._d)
 
 
 def _log(log_path: Path, message: str) -> None:
