@@ -111,6 +111,7 @@ __all__ = [
     "ablation_verdicts",
     "measure_step_times",
     "saved_tensor_bytes",
+    "cost_verdict",
     "Results",
     "main",
 ]
@@ -1297,7 +1298,23 @@ def measure_step_times(methods: Sequence[str], *, batch_size: int = 256, image_s
                 loss_t[m].append(t2 - t1)
             model.zero_grad(set_to_none=True)
     return {m: {"step_median": statistics.median(step_t[m]), "step_min": min(step_t[m]),
-                "loss_median": statistics.median(loss_t[m]), "loss_min": min(loss_t[m])} for m in methods}
+                "loss_median": statistics.median(loss_t[m]), "loss_min": min(loss_t[m]),
+                "step_all": step_t[m], "loss_all": loss_t[m]} for m in methods}
+
+
+def cost_verdict(times: Mapping[str, dict], multi: str, one: str, *, threshold: float = 0.05) -> dict[str, Any]:
+    """Is a multi-step loss's training step at most ``1 + threshold`` times its one-step counterpart's?
+    Uses the per-round ratios of :func:`measure_step_times` (interleaved rounds, so paired):
+    ``"reproduced"`` if their upper quartile is ≤ ``1 + threshold``, ``"not reproduced at this
+    scale"`` if their lower quartile is above it, else ``"inconclusive"`` (load noise)."""
+    import statistics
+
+    ratios = sorted(a / b for a, b in zip(times[multi]["step_all"], times[one]["step_all"]))
+    q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
+    lo, med, hi = q[0], statistics.median(ratios), q[2]
+    limit = 1.0 + threshold
+    verdict = "reproduced" if hi <= limit else ("not reproduced at this scale" if lo > limit else "inconclusive")
+    return {"ratio_median": med, "ratio_q25": lo, "ratio_q75": hi, "verdict": verdict, "rounds": len(ratios)}
 
 
 def saved_tensor_bytes(method: str, *, n_pairs: int = 256, dim: int = 128, seed: int = 0, **hparams) -> int:
