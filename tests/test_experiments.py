@@ -343,3 +343,34 @@ def test_command_line_status(capsys):
     assert ex.main(["status", "--profile", "smoke", "--only", "plans"]) == 0
     out = capsys.readouterr().out
     assert "plans/gca-uot seed 0" in out
+
+
+def test_cost_verdict_uses_paired_rounds():
+    fast = {"step_all": [1.0, 1.1, 0.9, 1.0, 1.05]}
+    same = {"step_all": [1.01, 1.11, 0.91, 1.01, 1.06]}
+    slow = {"step_all": [1.3, 1.4, 1.2, 1.3, 1.35]}
+    noisy = {"step_all": [0.9, 1.3, 0.8, 1.2, 1.1]}
+    assert ex.cost_verdict({"m": same, "o": fast}, "m", "o")["verdict"] == "reproduced"
+    assert ex.cost_verdict({"m": slow, "o": fast}, "m", "o")["verdict"] == "not reproduced at this scale"
+    assert ex.cost_verdict({"m": noisy, "o": fast}, "m", "o")["verdict"] == "inconclusive"
+
+
+def _domain_record(d, dom, cls):
+    return {"spec": {"overrides": {"loss.target_alpha": max(d, 0.0), "loss.target_beta": max(-d, 0.0)}},
+            "metrics": {"domain_accuracy": dom, "linear_accuracy": cls}}
+
+
+def test_domain_prior_and_ablation_verdicts():
+    rising = [_domain_record(d, 0.7 + 0.2 * d, 0.89 + 0.001 * i) for i, d in enumerate((-0.5, -0.1, 0.0, 0.1, 0.5))]
+    v = ex.domain_prior_verdict(rising)
+    assert v["verdict"] == "reproduced" and v["verdict_class"] == "reproduced" and v["n"] == 5
+    falling = [_domain_record(d, 0.9 - 0.2 * d, 0.5 + d) for d in (-0.5, 0.0, 0.5)]
+    v = ex.domain_prior_verdict(falling)
+    assert v["verdict"] == "not reproduced at this scale" and v["verdict_class"] == "not reproduced at this scale"
+    assert ex.domain_prior_verdict([])["verdict"].startswith("missing")
+    a = ex.ablation_verdicts({1: 0.60, 5: 0.70, 9: 0.71}, {0.1: 0.5, 0.4: 0.7, 1.0: 0.6}, 0.01)
+    assert a["iters"] == "reproduced" and a["eps"] == "reproduced" and a["best_eps"] == 0.4
+    a = ex.ablation_verdicts({1: 0.70, 5: 0.701}, {0.1: 0.70, 0.4: 0.705}, 0.01)
+    assert a["iters"] == "inconclusive" and a["eps"] == "inconclusive"
+    a = ex.ablation_verdicts({}, {1.0: 0.8, 0.1: 0.5}, 0.01)
+    assert a["iters"].startswith("missing") and a["eps"] == "not reproduced at this scale"
