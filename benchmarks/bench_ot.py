@@ -7,7 +7,14 @@ Run:  .venv/bin/python benchmarks/bench_ot.py [--n 1024] [--iters 100] [--repeat
    ``ot.bregman.sinkhorn_log`` and ``ot.sinkhorn`` (Knopp), NumPy and torch back ends, for a fixed
    number of iterations (``tol=0`` / ``stopThr=0``), at ε = 0.05 and ε = 0.5. Medians over
    interleaved repeats; the row marginal error of each plan is printed to show the iterates agree.
-2. Peak memory of forward + backward through ``sinkhorn`` for 1, 10, 50 iterations per gradient
+   Each timed call is preceded by an untimed 0.3 s pause: after a multithreaded call OpenBLAS's
+   workers spin for ~0.1 s and slow whatever runs next (section 2 measures it), which would
+   penalise the solver that follows a NumPy one in the interleaving.
+2. Matrix–vector back ends of the kernel path: one ``K v`` / ``Kᵀ u`` at N through
+   ``torch.matmul`` (MKL) and through NumPy's OpenBLAS pinned to one thread (what ``gca.ot``
+   uses on CPU); an N² ``torch.exp`` right after a 1- vs multi-threaded OpenBLAS gemv; and
+   ``sinkhorn`` on a batch of 64 problems of 128 × 128 with either back end.
+3. Peak memory of forward + backward through ``sinkhorn`` for 1, 10, 50 iterations per gradient
    mode (``unrolled``, ``implicit`` dense and conjugate-gradient, ``detach``) and, for reference,
    plain PyTorch autograd through an unrolled log-domain loop. Loss: ``w₁·f + w₂·g`` (for
    ``detach``: the row log-normaliser of ``(f ⊕ g − C)/ε``, i.e. the explicit dependence).
@@ -53,6 +60,69 @@ import gca.ot  # noqa: E402
 from gca.ot import sinkhorn  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PAUSE = 0.3  # s between timed calls: OpenBLAS workers spin ~0.1 s after a multithreaded call
+
+
+def _time_us(fn, reps: int) -> float:
+    """Median over 5 blocks of the mean time of ``reps`` calls (µs)."""
+    fn()
+    blocks = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        blocks.append((time.perf_counter() - t0) / reps * 1e6)
+    return statistics.median(blocks)
+
+
+def backend_table(n, iters, progress):
+    """Matvec back ends of the kernel path, side by side (what ``gca.ot._matvecs`` chooses from)."""
+    from threadpoolctl import threadpool_limits
+
+    C = make_cost(n)
+    K = torch.exp(-C / 0.5)[None].contiguous()
+    v = torch.rand(1, n, generator=torch.Generator().manual_seed(3))
+    Kn, vn = K.numpy(), v.numpy()
+    X = torch.rand(n, n)
+    rows = []
+    mv_np, rmv_np = gca.ot._matvecs(K)
+    limit = gca.ot.NUMPY_MATVEC_MAX
+    gca.ot.NUMPY_MATVEC_MAX = 0
+    try:
+        mv_t, rmv_t = gca.ot._matvecs(K)
+    finally:
+        gca.ot.NUMPY_MATVEC_MAX = limit
+    for name, fn in (("K v, torch.matmul (MKL)", lambda: mv_t(v)), ("Kᵀ u, torch.matmul (MKL)", lambda: rmv_t(v)),
+                     ("K v, NumPy OpenBLAS 1 thread (gca)", lambda: mv_np(v)),
+                     ("Kᵀ u, NumPy OpenBLAS 1 thread (gca)", lambda: rmv_np(v)),
+                     ("K v, NumPy OpenBLAS default threads", lambda: np.matmul(Kn, vn[:, :, None]))):
+        time.sleep(PAUSE)
+        rows.append({"what": f"one matvec, N = {n}", "variant": name, "us": _time_us(fn, 400)})
+    progress.update(1)
+    # a parallel N² torch op right after a gemv: spinning OpenBLAS workers slow it down
+    for k in (1, os.cpu_count()):
+        def after_gemv():
+            np.matmul(Kn, vn[:, :, None])
+            torch.exp(X)
+        time.sleep(PAUSE)
+        with threadpool_limits(limits=k, user_api="blas"):
+            rows.append({"what": f"N² torch.exp right after a gemv (N = {n})",
+                         "variant": f"OpenBLAS {k} thread(s)", "us": _time_us(after_gemv, 50)})
+    progress.update(1)
+    # batches of small problems: one BLAS call per problem vs torch's batched matmul
+    Bs, ns = 64, 128
+    Cb = torch.stack([make_cost(ns, seed=s) for s in range(Bs)])
+    for name, lim in (("NumPy OpenBLAS 1 thread (gca)", limit), ("torch.matmul", 0)):
+        gca.ot.NUMPY_MATVEC_MAX = lim
+        try:
+            time.sleep(PAUSE)
+            us = _time_us(lambda: sinkhorn(Cb, epsilon=0.5, max_iter=iters, tol=0), 3)
+        finally:
+            gca.ot.NUMPY_MATVEC_MAX = limit
+        rows.append({"what": f"sinkhorn, {Bs} problems of {ns}×{ns}, {iters} iterations", "variant": name,
+                     "us": us})
+    progress.update(1)
+    return rows
 
 
 def _status(key: str) -> int:
@@ -103,6 +173,7 @@ def time_solvers(n, iters, repeats, progress):
                 errs[k] = errs[k] if finite else float("nan")
             for _ in range(repeats):  # interleaved repeats
                 for k, fn in solvers.items():
+                    time.sleep(PAUSE)  # let the previous solver's BLAS workers go idle (docstring)
                     t0 = time.perf_counter()
                     fn()
                     times[k].append(time.perf_counter() - t0)
@@ -170,7 +241,7 @@ def memory_table(n, progress):
     return rows
 
 
-def render(meta: dict, timing: list, memory: list) -> str:
+def render(meta: dict, timing: list, memory: list, backends: list) -> str:
     """The Markdown table (also re-rendered from ``ot.json`` by ``--render-only``)."""
     n, iters, threads = meta["n"], meta["iterations"], meta["threads"]
     lb, la = meta["loadavg_before"], meta["loadavg_after"]
@@ -194,6 +265,12 @@ def render(meta: dict, timing: list, memory: list) -> str:
         md.append(f"- ε = {eps}: ours (auto) vs the faster POT sinkhorn_log back end: {best_log / ours:.1f}× "
                   f"(target ≥ 3×); vs the faster POT Knopp back end: {best_knopp / ours:.2f}× (target ≥ 1×); "
                   f"our forced log domain vs the faster POT sinkhorn_log: {best_log / ours_log:.2f}×.")
+    if backends:
+        md += ["", "## Matrix–vector back ends of the kernel path (CPU)", "",
+               "| measurement | variant | µs |", "|---|---|---|"]
+        md += [f"| {r['what']} | {r['variant']} | {r['us']:.1f} |" for r in backends]
+        md += ["", "`gca.ot` uses NumPy's OpenBLAS pinned to one thread for CPU kernels of at most "
+               "`NUMPY_MATVEC_MAX` entries, `torch.matmul` otherwise (see `gca.ot._matvecs`)."]
     md += ["", "## Peak memory of forward + backward (ε = 0.5, MiB above the inputs; "
            f"one N×N float32 matrix = {n * n * 4 / 2**20:.1f} MiB)", "",
            "| grad mode | 1 iteration | 10 iterations | 50 iterations | 50 / 1 |", "|---|---|---|---|---|"]
@@ -216,14 +293,15 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.render_only:
         data = json.loads((args.out / "ot.json").read_text())
-        text = render(data["meta"], data["timing"], data["memory"])
+        text = render(data["meta"], data["timing"], data["memory"], data.get("backends", []))
         (args.out / "ot.md").write_text(text)
         print(text)
         return
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
-    with tqdm(total=2 * args.repeats + 15, desc="bench_ot") as progress:
+    with tqdm(total=2 * args.repeats + 18, desc="bench_ot") as progress:
         timing = time_solvers(args.n, args.iters, args.repeats, progress)
+        backends = backend_table(args.n, args.iters, progress)
         memory = memory_table(args.n, progress)
     meta = {"n": args.n, "iterations": args.iters, "repeats": args.repeats, "threads": args.threads,
             "dtype": "float32", "torch": torch.__version__, "pot": pot.__version__,
@@ -231,8 +309,9 @@ def main(argv=None):
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(), "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ot.json").write_text(json.dumps({"meta": meta, "timing": timing, "memory": memory}, indent=1))
-    text = render(meta, timing, memory)
+    (args.out / "ot.json").write_text(json.dumps({"meta": meta, "timing": timing, "backends": backends,
+                                                  "memory": memory}, indent=1))
+    text = render(meta, timing, memory, backends)
     (args.out / "ot.md").write_text(text)
     print(text)
 

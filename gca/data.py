@@ -86,6 +86,7 @@ __all__ = [
     "make_imagenet100",
     "IMAGENET100_CLASSES",
     "balanced_subset",
+    "stratified_split",
     "train_val_split",
     "read_idx",
 ]
@@ -628,7 +629,7 @@ def _load_pacs(root: Path, split: str, *, size: int = 64, lazy: bool = False, te
     labels_t, domains_t = torch.tensor(labels), torch.tensor(domains)
     if split != "all":
         strata = labels_t * len(PACS_DOMAINS) + domains_t
-        train_idx, test_idx = _stratified_split(strata, test_fraction, seed)
+        train_idx, test_idx = stratified_split(strata, test_fraction, seed=seed)
         keep = train_idx if split == "train" else test_idx
         paths = [paths[i] for i in keep.tolist()]
         labels_t, domains_t = labels_t[keep], domains_t[keep]
@@ -659,7 +660,7 @@ def _load_digits(root: Path, split: str, *, size: int = 16, **kw) -> ImageDatase
     d = load_digits()
     raw = torch.from_numpy(np.round(d.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
     labels = torch.from_numpy(d.target.astype(np.int64))
-    train_idx, test_idx = _stratified_split(labels, 0.2, seed=0)
+    train_idx, test_idx = stratified_split(labels, 0.2, seed=0)
     idx = train_idx if split == "train" else test_idx
     return ImageDataset(_upsample_uint8(raw[idx], size), labels[idx], [str(i) for i in range(10)], "digits", split)
 
@@ -674,7 +675,7 @@ def _load_mnist5k(root: Path, split: str, **kw) -> ImageDataset:
     x, y = mnist_data()
     images = torch.from_numpy(np.asarray(x).reshape(-1, 1, 28, 28).round().clip(0, 255).astype(np.uint8))
     labels = torch.from_numpy(np.asarray(y).astype(np.int64))
-    train_idx, test_idx = _stratified_split(labels, 0.2, seed=0)
+    train_idx, test_idx = stratified_split(labels, 0.2, seed=0)
     idx = train_idx if split == "train" else test_idx
     return ImageDataset(images[idx], labels[idx], [str(i) for i in range(10)], "mnist-5k", split)
 
@@ -1012,14 +1013,23 @@ def _check_seed(seed) -> int:
     return int(seed)
 
 
-def _stratified_split(strata: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (kept, held out): per stratum ``round(fraction · n_s)`` held out, seeded; sorted."""
+def stratified_split(strata: torch.Tensor, fraction: float, *, seed: int,
+                     nonempty: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (kept, held out): per stratum ``round(fraction · n_s)`` held out, seeded; both sorted.
+
+    ``nonempty=True``: every stratum of at least two items keeps at least one item on each side
+    (the linear probe's per-class validation split).
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the held-out fraction must lie in (0, 1), got {fraction!r}")
     g = torch.Generator().manual_seed(seed)
     keep, held = [], []
     for s in torch.unique(strata):
         idx = torch.nonzero(strata == s).flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
         k = int(round(fraction * len(idx)))
+        if nonempty:
+            k = min(max(k, 1), len(idx) - 1) if len(idx) > 1 else 0
         held.append(idx[:k])
         keep.append(idx[k:])
     return torch.cat(keep).sort().values, torch.cat(held).sort().values
@@ -1052,7 +1062,7 @@ def train_val_split(ds, val_fraction: float, *, seed: int):
     if not isinstance(val_fraction, (float, int)) or isinstance(val_fraction, bool) or not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
     strata = ds.labels if ds.domains is None else ds.labels * (int(ds.domains.max()) + 1) + ds.domains
-    train_idx, val_idx = _stratified_split(strata, float(val_fraction), _check_seed(seed))
+    train_idx, val_idx = stratified_split(strata, float(val_fraction), seed=_check_seed(seed))
     if len(val_idx) == 0 or len(train_idx) == 0:
         raise ValueError(f"val_fraction={val_fraction} leaves an empty split for {len(ds)} images; change it.")
     train, val = ds.subset(train_idx), ds.subset(val_idx)

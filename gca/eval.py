@@ -39,6 +39,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from gca.data import stratified_split
+
 __all__ = [
     "freeze",
     "assert_frozen",
@@ -152,19 +154,9 @@ def extract_features(
 # Linear probe
 # ---------------------------------------------------------------------------------------------
 def stratified_split_indices(labels: Tensor, fraction: float, *, seed: int) -> tuple[Tensor, Tensor]:
-    """(fit, validation) indices: ``round(fraction · n_c)`` of each class held out, seeded."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"validation fraction must lie in (0, 1), got {fraction}")
-    g = torch.Generator().manual_seed(seed)
-    fit, val = [], []
-    for c in torch.unique(labels):
-        idx = torch.nonzero(labels == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        k = int(round(fraction * len(idx)))
-        k = min(max(k, 1), len(idx) - 1) if len(idx) > 1 else 0
-        val.append(idx[:k])
-        fit.append(idx[k:])
-    return torch.cat(fit).sort().values, torch.cat(val).sort().values
+    """(fit, validation) indices: ``round(fraction · n_c)`` of each class held out, seeded, at least
+    one per class on each side (:func:`gca.data.stratified_split` with ``nonempty=True``)."""
+    return stratified_split(labels, fraction, seed=seed, nonempty=True)
 
 
 def fit_logistic_regression(

@@ -35,6 +35,7 @@ with :math:`\tau = 1` (balanced) or :math:`\tau_k = \rho_k/(\rho_k+\varepsilon)`
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
 import warnings
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -62,6 +64,7 @@ GRAD_MODES = ("unrolled", "implicit", "detach")
 STAGE_TOL = 1e-3  # stopping tolerance of the intermediate ε-scaling stages
 IMPLICIT_DENSE_MAX = 2048  # implicit backward: dense m × m solve up to this m, conjugate gradient above
 DOMAINS = ("auto", "log", "kernel")
+NUMPY_MATVEC_MAX = 2**21  # CPU kernel path: NumPy/OpenBLAS matvecs up to this n·m, torch.matmul above (_matvecs)
 
 
 class SinkhornConvergenceWarning(UserWarning):
@@ -133,7 +136,8 @@ class SinkhornResult:
     row_lse: Tensor | None = None
 
     def _log_plan(self, g: Tensor) -> Tensor:
-        return (self.f[..., :, None] + g[..., None, :] - self.cost) / self.epsilon
+        e = self.epsilon  # f/ε ⊕ g/ε − C/ε in two n×m passes (the second in place)
+        return ((self.f / e)[..., :, None] + (g / e)[..., None, :]).add_(self.cost, alpha=-1.0 / e)
 
     @cached_property
     def log_plan(self) -> Tensor:
@@ -143,12 +147,12 @@ class SinkhornResult:
     @cached_property
     def plan(self) -> Tensor:
         """Transport plan ``P = exp((f ⊕ g − C)/ε)`` ``(..., n, m)`` (dense; formed on first access)."""
-        return self.log_plan.exp()
+        return self._log_plan(self.g).exp_()  # (not via log_plan: no second n×m cached)
 
     @cached_property
     def plan_prev(self) -> Tensor:
         """Half-step plan ``P^(2T−1) = exp((f ⊕ g_prev − C)/ε)``: rows match ``a`` (balanced)."""
-        return self._log_plan(self.g_prev).exp()
+        return self._log_plan(self.g_prev).exp_()
 
     @cached_property
     def marginal_error_a(self) -> Tensor:
@@ -647,8 +651,10 @@ class _KernelOps:
 
     name = "kernel"
 
-    def __init__(self, C: Tensor, eps: float, record: bool, c: Tensor):
+    def __init__(self, C: Tensor, eps: float, record: bool, c: Tensor, check: bool):
         self.K = torch.add(c[:, :, None] / eps, C, alpha=-1.0 / eps).exp_()  # 2 passes
+        self.check = check  # a-posteriori denominator check (only needed with +inf costs; Notes)
+        self.mv, self.rmv = _matvecs(self.K)
         self.record = record
         self.rows: list = []
         self.cols: list = []
@@ -666,6 +672,8 @@ class _KernelOps:
             self.emin = e.clone() if self.emin is None else torch.minimum(self.emin, e, out=self.emin)
 
     def ok(self):
+        if not self.check:
+            return True
         good = bool((self.dmin >= self.thr_d).all())
         if self.emin is not None:
             good = good and bool((self.emin >= self.thr_e).all())
@@ -678,7 +686,7 @@ class _KernelOps:
         if acc is not None:
             acc.setdefault("X", []).append(x)
             acc.setdefault("Y", []).append(vhat)
-        return vhat * torch.matmul(x[:, None, :], self.K).squeeze_(-2)
+        return vhat * self.rmv(x)
 
     def col_vjp(self, t, kbar, acc):
         what, e = self.cols[t]
@@ -686,7 +694,7 @@ class _KernelOps:
         if acc is not None:
             acc.setdefault("X", []).append(what)
             acc.setdefault("Y", []).append(y)
-        return what * torch.matmul(self.K, y[:, :, None]).squeeze_(-1)
+        return what * self.mv(y)
 
     def cost_grad(self, acc):
         if not acc.get("X"):
@@ -694,6 +702,84 @@ class _KernelOps:
         X = torch.stack(acc["X"], -1)  # (B, n, 2T)
         Y = torch.stack(acc["Y"], -1)  # (B, m, 2T)
         return torch.matmul(X, Y.transpose(-1, -2)).mul_(self.K)
+
+
+class _OpenBLAS:
+    """NumPy's OpenBLAS, pinned to one thread while the solver runs (threadpoolctl; found once, lazily).
+
+    Single-threaded on purpose: after a multithreaded call OpenBLAS's workers spin for ~0.1 s
+    and slow the next parallel torch op (an N² ``exp`` right after a 2-thread gemv ran 1.7×
+    slower, ``benchmarks/results/ot.md``); one thread is still at least as fast as ``torch.matmul``.
+    """
+
+    libs: list | None = None
+
+    @classmethod
+    def available(cls) -> bool:
+        if cls.libs is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+                cls.libs = [lib for lib in ThreadpoolController().lib_controllers if lib.internal_api == "openblas"]
+            except Exception:  # threadpoolctl missing or failing: the torch path is always correct
+                cls.libs = []
+        return bool(cls.libs)
+
+    pinned = False  # inside one_thread(): the calls need no per-call pinning (BLAS settings are per process)
+
+    @classmethod
+    @contextlib.contextmanager
+    def one_thread(cls):
+        """Pin OpenBLAS to one thread for a whole solve / backward (one toggle instead of two per call)."""
+        if cls.pinned or not cls.available():
+            yield
+            return
+        old = [lib.get_num_threads() for lib in cls.libs]
+        for lib in cls.libs:
+            lib.set_num_threads(1)
+        cls.pinned = True
+        try:
+            yield
+        finally:
+            cls.pinned = False
+            for lib, k in zip(cls.libs, old):
+                lib.set_num_threads(k)
+
+    @classmethod
+    def matmul(cls, x, y):
+        if cls.pinned:
+            return np.matmul(x, y)
+        with cls.one_thread():
+            return np.matmul(x, y)
+
+
+def _matvecs(K: Tensor):
+    """``(v ↦ K v, u ↦ Kᵀ u)`` for a ``(B, n, m)`` kernel and ``(B, m)`` / ``(B, n)`` vectors.
+
+    On CPU, for kernels of at most :data:`NUMPY_MATVEC_MAX` entries, the products go through
+    NumPy's OpenBLAS on one thread, on zero-copy views (neither the kernel loop nor the
+    ``once_differentiable`` unrolled backward runs under autograd): at N = 1024 float32 a gemv
+    is ≈ 10 % faster than ``torch.matmul`` (MKL), and a batch of 64 problems of 128 × 128 solves
+    3.4× faster (one BLAS call per problem instead of torch's batched path); see
+    ``benchmarks/results/ot.md``. Larger kernels (where multithreaded MKL can win on many-core
+    machines), CUDA and other dtypes use ``torch.matmul``.
+    """
+    n, m = K.shape[-2:]
+    if (K.device.type == "cpu" and K.dtype in (torch.float32, torch.float64) and n * m <= NUMPY_MATVEC_MAX
+            and _OpenBLAS.available()):
+        Kn = K.detach().numpy()
+
+        def mv(v):
+            return torch.from_numpy(_OpenBLAS.matmul(Kn, v.numpy()[:, :, None])[:, :, 0])
+
+        def rmv(u):
+            return torch.from_numpy(_OpenBLAS.matmul(u.numpy()[:, None, :], Kn)[:, 0, :])
+    else:
+        def mv(v):
+            return torch.matmul(K, v[:, :, None]).squeeze_(-1)
+
+        def rmv(u):
+            return torch.matmul(u[:, None, :], K).squeeze_(-2)
+    return mv, rmv
 
 
 @dataclass
@@ -766,11 +852,11 @@ def _iterate_kernel(ops: _KernelOps, la, lb, c_eps, g0, eps, tau_a, tau_b, max_i
     State: ``v̂ = exp(γ − σ_v)`` with ``max v̂ = 1`` and the scalar ``σ_v = max γ`` per problem.
     Row step: ``d = K v̂``, ``r = (a/d)^{τ_a}``, ``M_u = max r``, ``û = r / M_u``,
     ``σ_u = log M_u + τ_a (c/ε − σ_v)`` — i.e. ``φ = τ_a (log a + c/ε − σ_v − log d)`` exactly;
-    column step symmetric with ``e = Kᵀ û``. The logs of the maxima are taken in batches
+    column step symmetric with ``e = Kᵀ û``. The logs of the maxima are taken in chunks
     (:class:`_Sigmas`), and the potentials are formed from ``d``, ``e`` at the end. Memory is
     ``O(n + m)`` per problem unless the unrolled backward records the steps.
     """
-    K = ops.K
+    K_v, Kt_u, check = ops.mv, ops.rmv, ops.check  # v ↦ K v, u ↦ Kᵀ u
     a, b = la.exp(), lb.exp()
     balanced = tau_a == 1.0 and tau_b == 1.0
     gam0 = g0 / eps
@@ -781,8 +867,9 @@ def _iterate_kernel(ops: _KernelOps, la, lb, c_eps, g0, eps, tau_a, tau_b, max_i
     n_iter, converged, err = 0, False, None
     uhat = mv_prev = None
     for t in range(1, max_iter + 1):
-        d = torch.matmul(K, vhat[:, :, None]).squeeze_(-1)
-        ops.track(d, None)
+        d = K_v(vhat)
+        if check:
+            ops.track(d, None)
         if tol > 0 and balanced and t > 1 and (t - 1) % check_every == 0:
             # row marginal of P^(2(t-1)) = û ⊙ d ⊙ exp(σ_u + σ_v − c/ε) = û ⊙ d ⊙ M_v (balanced)
             err = _rel_l1(uhat * d * mv_prev, a)
@@ -792,15 +879,16 @@ def _iterate_kernel(ops: _KernelOps, la, lb, c_eps, g0, eps, tau_a, tau_b, max_i
         r = a / d if tau_a == 1.0 else (a / d).pow_(tau_a)
         mu = r.amax(-1, keepdim=True)
         uhat_new = r.div_(mu)
-        e = torch.matmul(uhat_new[:, None, :], K).squeeze_(-2)
-        ops.track(None, e)
+        e = Kt_u(uhat_new)
+        if check:
+            ops.track(None, e)
         s_ = b / e if tau_b == 1.0 else (b / e).pow_(tau_b)
         mv = s_.amax(-1, keepdim=True)
         vhat_new = s_.div_(mv)
+        sig.push(mu, mv)
         if ops.record:
             ops.rows.append((vhat, d))
             ops.cols.append((uhat_new, e))
-        sig.push(mu, mv)
         last = [*last[-1:], (d, e)]
         if tol > 0 and not balanced and t > 1 and (t % check_every == 0 or t == max_iter):
             phi_old, gam_old = _kernel_potentials(la, lb, c_eps, tau_a, tau_b, sig.sv(t - 2), last[0][0],
@@ -812,7 +900,7 @@ def _iterate_kernel(ops: _KernelOps, la, lb, c_eps, g0, eps, tau_a, tau_b, max_i
         if converged:
             break
     if tol > 0 and not converged and balanced:
-        d = torch.matmul(K, vhat[:, :, None]).squeeze_(-1)
+        d = K_v(vhat)
         err = _rel_l1(uhat * d * mv_prev, a)
         converged = err <= tol
     T = n_iter
@@ -828,38 +916,53 @@ def _iterate_kernel(ops: _KernelOps, la, lb, c_eps, g0, eps, tau_a, tau_b, max_i
 
 
 class _Sigmas:
-    """Log-scales of the kernel iteration, resolved in batches (one ``log`` call per batch).
+    """Log-scales of the kernel iteration, resolved in vectorised chunks.
 
     ``σ_u^t = log M_u^t + τ_a (c/ε − σ_v^{t−1})``, ``σ_v^t = log M_v^t + τ_b (c/ε − σ_u^t)``,
-    ``σ_v^0 = max γ^(0)``. Only the last few values are kept (``O(1)`` memory in the iterations).
+    ``σ_v^0 = max γ^(0)``. Eliminating ``σ_u``: ``σ_v^t = κ σ_v^{t−1} + w^t`` with ``κ = τ_a τ_b``
+    and ``w^t = log M_v^t − τ_b log M_u^t + τ_b (1 − τ_a) c/ε`` — a linear recurrence, solved for a
+    whole chunk at once as ``σ_v = W w + κ^{1..L} σ_v^{start}`` with the lower-triangular
+    ``W_tk = κ^{t−k}`` (all powers ≤ 1: no overflow). The loop only appends the maxima
+    (:meth:`push`); only the last few ``σ`` are kept (``O(1)`` memory).
     """
 
     KEEP = 4
-    BATCH = 256
+    CHUNK = 256
 
     def __init__(self, sig_v0, c_eps, tau_a, tau_b):
         self._su, self._sv = {}, {0: sig_v0}
-        self.pending: list = []  # (M_u^t, M_v^t) not yet resolved
-        self.resolved = 0
+        self.pending: list = []  # M_u^t, M_v^t, M_u^{t+1}, ... not yet resolved
+        self.resolved = 0  # iterations whose σ are known
         self.c_eps, self.ta, self.tb = c_eps, tau_a, tau_b
 
     def push(self, mu, mv):
-        self.pending.append((mu, mv))
-        if len(self.pending) >= self.BATCH:
+        self.pending += (mu, mv)
+        if len(self.pending) >= 2 * self.CHUNK:
             self._resolve()
 
+    def _weights(self, L):
+        W, powers = _recurrence_weights(self.ta * self.tb, self.CHUNK, self.c_eps.dtype, self.c_eps.device)
+        return W[:L, :L], powers[:L]
+
     def _resolve(self):
-        if not self.pending:
+        L = len(self.pending) // 2
+        if L == 0:
             return
-        L = torch.stack([m for pair in self.pending for m in pair]).log()
-        for i in range(len(self.pending)):
-            t = self.resolved + 1
-            s_u = L[2 * i] + self.ta * (self.c_eps - self._sv[t - 1])
-            self._su[t] = s_u
-            self._sv[t] = L[2 * i + 1] + self.tb * (self.c_eps - s_u)
-            self.resolved = t
-            for dct in (self._su, self._sv):
-                dct.pop(t - self.KEEP, None)
+        lm = torch.stack(self.pending).log().unflatten(0, (L, 2))  # (L, 2, B, 1)
+        lu, lv = lm[:, 0], lm[:, 1]
+        w = lv - self.tb * lu + self.tb * (1.0 - self.ta) * self.c_eps  # (L, B, 1)
+        W, powers = self._weights(L)
+        s0 = self._sv[self.resolved]
+        sv = torch.tensordot(W, w, dims=1) + powers[:, None, None] * s0  # σ_v^{r+1..r+L}
+        sv_prev = torch.cat([s0[None], sv[:-1]])
+        su = lu + self.ta * (self.c_eps - sv_prev)
+        r = self.resolved
+        for i in range(max(0, L - self.KEEP), L):
+            self._su[r + 1 + i], self._sv[r + 1 + i] = su[i], sv[i]
+        self.resolved = r + L
+        for dct in (self._su, self._sv):
+            for t in [t for t in dct if t <= self.resolved - self.KEEP]:
+                del dct[t]
         self.pending = []
 
     def su(self, t):
@@ -871,6 +974,16 @@ class _Sigmas:
         """``σ_v^t`` (``t ≥ 0``, one of the last few iterations)."""
         self._resolve()
         return self._sv[t]
+
+
+@functools.lru_cache(maxsize=16)
+def _recurrence_weights(kappa: float, size: int, dtype: torch.dtype, device: torch.device):
+    """``W_tk = κ^{t−k}`` (``k ≤ t``, else 0) and ``κ^{1..size}`` for :class:`_Sigmas` (cached)."""
+    idx = torch.arange(size, dtype=torch.float64)
+    expo = idx[:, None] - idx[None, :]
+    k = torch.tensor(kappa, dtype=torch.float64)
+    W = torch.where(expo >= 0, k ** expo.clamp(min=0), 0.0)
+    return W.to(dtype=dtype, device=device), (k ** (idx + 1)).to(dtype=dtype, device=device)
 
 
 def _kernel_potentials(la, lb, c_eps, tau_a, tau_b, sig_v, d, sig_u, e):
@@ -887,7 +1000,7 @@ def _final_row_lse(tr: _Trace, record: bool) -> Tensor:
     """``LSE_j(γ_j − C_ij/ε)`` at the final ``g`` (one matvec in the kernel path)."""
     ops = tr.ops
     if isinstance(ops, _KernelOps):
-        d = torch.matmul(ops.K, tr.vhat_last[:, :, None]).squeeze_(-1)
+        d = ops.mv(tr.vhat_last)
         rec = (tr.vhat_last, d)
         lse = d.log() + tr.sig_v_last - tr.c_eps
     else:
@@ -924,8 +1037,12 @@ class _Unrolled(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, fbar, gbar, gpbar, lbar):
-        tr = ctx.trace
-        need_C, need_a, need_b = ctx.needs_input_grad[:3]
+        with _OpenBLAS.one_thread():
+            return _Unrolled._backward(ctx.trace, ctx.needs_input_grad, fbar, gbar, gpbar, lbar)
+
+    @staticmethod
+    def _backward(tr, needs_input_grad, fbar, gbar, gpbar, lbar):
+        need_C, need_a, need_b = needs_input_grad[:3]
         ops, eps, ta, tb = tr.ops, tr.eps, tr.tau_a, tr.tau_b
         T = len(ops.cols)
         fb = torch.zeros_like(tr.f) if fbar is None else fbar
@@ -1103,6 +1220,7 @@ def _solve(cost, a, b, *, epsilon, rho, max_iter, tol, grad, domain, init, epsil
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.autocast(device_type=C.device.type, enabled=False))
         stack.enter_context(torch.no_grad())
+        stack.enter_context(_OpenBLAS.one_thread())
         Cd, la, lb = Cf.detach(), af.detach().log(), bf.detach().log()
         lo, hi, has_inf = _cost_range(Cd)  # validation + the kernel-domain rule's range (sinkhorn Notes)
         limit = kernel_range_limit(C.dtype, max(n, m))
@@ -1117,7 +1235,7 @@ def _solve(cost, a, b, *, epsilon, rho, max_iter, tol, grad, domain, init, epsil
                     f"domain='kernel' is unsafe here: cost range/epsilon = {R:.4g} exceeds the limit "
                     f"{limit:.4g} for {C.dtype} (see sinkhorn Notes); use domain='auto' or 'log', or a larger epsilon")
             if use_kernel:
-                tr = _iterate_kernel(_KernelOps(Cd, e, rec, lo[:, None]), la, lb, lo[:, None] / e, g_init, e,
+                tr = _iterate_kernel(_KernelOps(Cd, e, rec, lo[:, None], has_inf), la, lb, lo[:, None] / e, g_init, e,
                                      *_taus(rho_pair, e), max_iter, tol_, check_every)
                 if tr.ops.ok() and bool(torch.isfinite(tr.f).all()) and bool(torch.isfinite(tr.g).all()):
                     return tr
@@ -1147,7 +1265,7 @@ def _solve(cost, a, b, *, epsilon, rho, max_iter, tol, grad, domain, init, epsil
             SinkhornConvergenceWarning, stacklevel=3)
 
     if return_row_lse:
-        with torch.no_grad(), torch.autocast(device_type=C.device.type, enabled=False):
+        with torch.no_grad(), torch.autocast(device_type=C.device.type, enabled=False), _OpenBLAS.one_thread():
             tr.row_lse = _final_row_lse(tr, record)
     f, g, g_prev, row_lse = tr.f, tr.g, tr.g_prev, tr.row_lse
     if needs_grad and grad == "unrolled":

@@ -500,3 +500,16 @@ def test_make_imagenet100_links_the_cmc_classes(tmp_path):
     assert len(ds) == 100 and ds.classes == sorted(gd.IMAGENET100_CLASSES) and "n99999999" not in ds.classes
     assert ds.load([0]).shape == (1, 3, 8, 8)
     assert len(set(gd.IMAGENET100_CLASSES)) == 100
+
+
+def test_stratified_split_rounds_per_stratum_and_nonempty_keeps_both_sides():
+    strata = torch.tensor([0] * 10 + [1] * 3 + [2] * 1)
+    keep, held = gd.stratified_split(strata, 0.1, seed=0)
+    assert torch.bincount(strata[held], minlength=3).tolist() == [1, 0, 0]  # round(0.3) = round(0.1) = 0
+    keep, held = gd.stratified_split(strata, 0.1, seed=0, nonempty=True)
+    assert torch.bincount(strata[held], minlength=3).tolist() == [1, 1, 0]  # ≥ 1 held, ≥ 1 kept if n ≥ 2
+    assert torch.bincount(strata[keep], minlength=3).tolist() == [9, 2, 1]
+    assert sorted(keep.tolist() + held.tolist()) == list(range(14))
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="fraction"):
+            gd.stratified_split(strata, bad, seed=0)

@@ -664,3 +664,82 @@ def test_implicit_conjugate_gradient_matches_dense(monkeypatch, rho):
         (r.plan * W).sum().backward()
         grads.append(Cg.grad)
     torch.testing.assert_close(grads[1], grads[0], atol=1e-11, rtol=0)
+
+
+@pytest.mark.parametrize("taus", [(1.0, 1.0), (0.7, 0.9)])
+def test_log_scale_recurrence_matches_sequential_loop(monkeypatch, taus):
+    """_Sigmas solves σ_u^t = log M_u^t + τ_a(c − σ_v^{t−1}), σ_v^t = log M_v^t + τ_b(c − σ_u^t)
+    in vectorised chunks; compare with the recurrence run step by step (chunks of 5, 23 steps)."""
+    import gca.ot as got
+
+    monkeypatch.setattr(got._Sigmas, "CHUNK", 5)
+    ta, tb = taus
+    g = torch.Generator().manual_seed(40)
+    B, T = 3, 23
+    c = torch.randn(B, 1, generator=g, dtype=F64)
+    sv0 = torch.randn(B, 1, generator=g, dtype=F64)
+    M = torch.rand(T, 2, B, 1, generator=g, dtype=F64) + 0.1
+    sig = got._Sigmas(sv0, c, ta, tb)
+    su_ref, sv_ref = {}, {0: sv0}
+    for t in range(1, T + 1):
+        sig.push(M[t - 1, 0], M[t - 1, 1])
+        su_ref[t] = M[t - 1, 0].log() + ta * (c - sv_ref[t - 1])
+        sv_ref[t] = M[t - 1, 1].log() + tb * (c - su_ref[t])
+        if t in (7, 16):  # resolving mid-chunk (what the unbalanced stopping test does)
+            torch.testing.assert_close(sig.sv(t - 2), sv_ref[t - 2], atol=1e-12, rtol=0)
+            torch.testing.assert_close(sig.su(t), su_ref[t], atol=1e-12, rtol=0)
+    for t in (T - 2, T - 1, T):
+        torch.testing.assert_close(sig.sv(t), sv_ref[t], atol=1e-12, rtol=0)
+        torch.testing.assert_close(sig.su(t), su_ref[t], atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_cpu_matvec_backends_agree(monkeypatch, dtype):
+    """The kernel path's NumPy/OpenBLAS matvecs equal torch.matmul's, forward and unrolled backward."""
+    import gca.ot as got
+
+    g = torch.Generator().manual_seed(41)
+    K = torch.rand(4, 9, 6, generator=g, dtype=dtype)
+    v, u = torch.rand(4, 6, generator=g, dtype=dtype), torch.rand(4, 9, generator=g, dtype=dtype)
+    mv, rmv = got._matvecs(K)
+    tol = dict(atol=1e-6 if dtype == torch.float32 else 1e-14, rtol=0)
+    torch.testing.assert_close(mv(v), torch.einsum("bij,bj->bi", K, v), **tol)
+    torch.testing.assert_close(rmv(u), torch.einsum("bij,bi->bj", K, u), **tol)
+
+    C, a, b = _problem(9, 7, 42, dtype, scale=2.0)
+    W = torch.randn(9, 7, generator=g, dtype=dtype)
+    out = []
+    for limit in (got.NUMPY_MATVEC_MAX, 0):  # 0: every kernel goes through torch.matmul
+        monkeypatch.setattr(got, "NUMPY_MATVEC_MAX", limit)
+        Cg = C.clone().requires_grad_()
+        r = sinkhorn_unbalanced(Cg, a, b, epsilon=0.2, rho=(0.5, 2.0), max_iter=40, tol=0, domain="kernel")
+        (r.plan * W).sum().backward()
+        out.append((r.f.detach(), Cg.grad))
+    torch.testing.assert_close(out[0][0], out[1][0], **tol)
+    torch.testing.assert_close(out[0][1], out[1][1], atol=100 * tol["atol"], rtol=0)
+
+
+def test_openblas_thread_count_is_restored():
+    """The solver pins NumPy's OpenBLAS to one thread while it runs and restores the setting."""
+    import gca.ot as got
+    from threadpoolctl import threadpool_info
+
+    if not got._OpenBLAS.available():
+        pytest.skip("NumPy is not linked against OpenBLAS here (the torch matvecs are used)")
+
+    def counts():
+        return [i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"]
+
+    before = counts()
+    C, a, b = _problem(8, 8, 43, torch.float32)
+    Cg = C.clone().requires_grad_()
+    seen = []
+    orig = got.np.matmul
+    try:
+        got.np.matmul = lambda *x: (seen.append(counts()), orig(*x))[1]
+        r = sinkhorn(Cg, a, b, epsilon=0.5, max_iter=5, tol=0, return_row_lse=True)
+        (r.f.sum() + r.row_lse.sum()).backward()
+    finally:
+        got.np.matmul = orig
+    assert seen and all(all(k == 1 for k in c) for c in seen)  # forward, row_lse and backward
+    assert counts() == before
