@@ -322,7 +322,7 @@ def sinkhorn(
     check_every : int ≥ 1
         Test the stopping criterion every this many iterations.
     return_row_lse : bool
-        Also return :attr:`SinkhornResult.row_lse` ``= LSE_j((g_j − C_ij)/ε)`` (the final plan's
+        Also return ``SinkhornResult.row_lse`` ``= LSE_j((g_j − C_ij)/ε)`` (the final plan's
         row log-normaliser up to ``f/ε``), differentiable; one extra matvec in the kernel path.
 
     Returns
@@ -346,6 +346,12 @@ def sinkhorn(
     ``max(n,m)·tiny/eps`` (or a potential is non-finite) the solve is repeated in the log domain
     (``SinkhornNumericalError`` for ``domain="kernel"``). Typical use — cosine costs (range 2) at
     ``ε ≥ 0.05`` in float32 — is always on the fast path.
+
+    **Speed on CPU.** The kernel path's matrix–vector products go through NumPy's OpenBLAS pinned
+    to one thread for kernels of at most ``gca.ot.NUMPY_MATVEC_MAX`` entries (``torch.matmul``
+    above, and on CUDA): at these sizes that is faster than ``torch.matmul``, and it leaves no
+    spinning BLAS workers behind to slow the training step that follows. Measured side by side
+    with POT's solvers in ``benchmarks/results/ot.md``.
 
     Examples
     --------

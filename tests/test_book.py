@@ -210,3 +210,26 @@ def test_execution_report_markdown(tmp_path):
     text = book.execution_report_markdown(tmp_path)
     assert "| `nb/a.ipynb` | smoke | 0 | error: ValueError: x \\| y | 1.2 | `abcdef012345+` | t0 |" in text
     assert "| `nb/b.ipynb` | — | — | not executed | — |" in text and "cpu:test" in text
+
+
+def test_sphinx_extension_skips_dataclass_fields_documented_in_attributes():
+    """book/_ext/gca_sphinx.py: fields named in a class's Attributes section are not listed twice."""
+    import importlib.util
+
+    from sphinx.util.docstrings import prepare_docstring
+
+    from gca.ot import SinkhornResult
+
+    spec = importlib.util.spec_from_file_location("gca_sphinx", ROOT / "book" / "_ext" / "gca_sphinx.py")
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    lines = prepare_docstring(SinkhornResult.__doc__)
+    ext._remember_attributes(None, "class", "gca.ot.SinkhornResult", SinkhornResult, {}, lines)
+    assert {"f", "g", "g_prev", "a", "b", "row_lse"} <= ext._documented_attributes  # "f, g : ..." entries
+    assert "Lazy" not in ext._documented_attributes and "plan" not in ext._documented_attributes
+    sentinel = object()  # what autodoc passes for an annotation-only field
+    assert ext._skip_documented_fields(None, "class", "row_lse", sentinel, False, {}) is True
+    assert ext._skip_documented_fields(None, "class", "plan", SinkhornResult.plan, False, {}) is None
+    assert ext._skip_documented_fields(None, "class", "unlisted", sentinel, False, {}) is None
+    ext._remember_attributes(None, "class", "Other", object, {}, ["A class without the section."])
+    assert ext._skip_documented_fields(None, "class", "row_lse", sentinel, False, {}) is None

@@ -10,6 +10,10 @@
    this project types come from annotations, so napoleon's inline-type parsing is switched off for
    those docstrings by starting them with an empty reST comment (``..``), a first line without a
    colon: napoleon then finds no type, and the comment renders as nothing.
+3. No field listed twice. With ``undoc-members`` autodoc lists every annotated field of a
+   dataclass as a member, although the class docstring's ``Attributes`` section already documents
+   it (``SinkhornResult``, ``LinearProbeResult``, ...). The names in a class's ``Attributes``
+   section are remembered when its docstring is processed, and those members are skipped.
 """
 
 from __future__ import annotations
@@ -28,8 +32,37 @@ def _prose_attribute_docstrings(app, what, name, obj, options, lines) -> None:
         lines[:0] = ["..", ""]
 
 
+_documented_attributes: set[str] = set()  # names in the Attributes section of the class being documented
+
+
+def _remember_attributes(app, what, name, obj, options, lines) -> None:
+    if what != "class":
+        return
+    _documented_attributes.clear()
+    for i, line in enumerate(lines):
+        if line.strip() == "Attributes" and i + 1 < len(lines) and set(lines[i + 1].strip()) == {"-"}:
+            for entry in lines[i + 2:]:
+                if entry.strip() and not entry.startswith(" "):
+                    if set(entry.strip()) == {"-"}:  # the next section's underline: stop
+                        break
+                    names = [f.strip() for f in entry.split(":")[0].split(",")]  # "f, g : Tensor"
+                    if all(f.isidentifier() for f in names):
+                        _documented_attributes.update(names)
+                    else:
+                        break  # prose after the section ("Lazy properties: ...")
+            break
+
+
+def _skip_documented_fields(app, what, name, obj, skip, options):
+    if what == "class" and name in _documented_attributes and not callable(obj) and not isinstance(obj, property):
+        return True
+    return None
+
+
 def setup(app):
     app.connect("config-inited", _drop_thebe, priority=900)
     # Before napoleon's handler (default priority 500).
     app.connect("autodoc-process-docstring", _prose_attribute_docstrings, priority=400)
+    app.connect("autodoc-process-docstring", _remember_attributes, priority=300)  # raw numpy-style lines
+    app.connect("autodoc-skip-member", _skip_documented_fields)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
