@@ -19,15 +19,17 @@ Run:  .venv/bin/python benchmarks/bench_ot.py [--n 1024] [--iters 100] [--repeat
    plain PyTorch autograd through an unrolled log-domain loop. Loss: ``w₁·f + w₂·g`` (for
    ``detach``: the row log-normaliser of ``(f ⊕ g − C)/ε``, i.e. the explicit dependence).
 
-Memory method: the process re-executes itself with ``MALLOC_MMAP_THRESHOLD_=65536`` so every
-tensor buffer ≥ 64 KiB is its own ``mmap`` returned to the OS on free; before each measurement
-the kernel's peak-RSS counter is reset (``echo 5 > /proc/self/clear_refs``) and the peak is read
-from ``VmHWM`` in ``/proc/self/status``; we report ``VmHWM − VmRSS(before)`` (inputs excluded),
-median of 3. Resolution is a few MiB (RSS counters are updated in batches); one N × N float32
-matrix is 4 MiB at N = 1024. (tracemalloc does not see torch's CPU allocator.) The re-executed
-process also gets ``OMP_WAIT_POLICY=PASSIVE`` (unless set): on a shared, oversubscribed machine
-spinning OpenMP workers make small torch ops 10–30× slower, which would distort the comparison
-with NumPy-based POT.
+Timings (1, 2) run in this process with the default allocator; ``OMP_WAIT_POLICY=PASSIVE`` is set
+(unless set) before torch loads: on a shared, oversubscribed machine spinning OpenMP workers make
+small torch ops 10–30× slower, which would distort the comparison with NumPy-based POT.
+
+Memory method (3): a child process (``--memory-only``) runs with ``MALLOC_MMAP_THRESHOLD_=65536``
+so every tensor buffer ≥ 64 KiB is its own ``mmap`` returned to the OS on free (that setting makes
+every large allocation pay its page faults, so it is kept away from the timings); before each
+measurement the kernel's peak-RSS counter is reset (``echo 5 > /proc/self/clear_refs``) and the
+peak is read from ``VmHWM`` in ``/proc/self/status``; we report ``VmHWM − VmRSS(before)`` (inputs
+excluded), median of 3. Resolution is a few MiB (RSS counters are updated in batches); one N × N
+float32 matrix is 4 MiB at N = 1024. (tracemalloc does not see torch's CPU allocator.)
 
 Results: printed, and written to ``benchmarks/results/ot.json`` and ``benchmarks/results/ot.md``.
 """
@@ -40,15 +42,17 @@ import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 
-if os.environ.get("MALLOC_MMAP_THRESHOLD_") != "65536" and sys.platform.startswith("linux"):
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    # shared, oversubscribed machine: spinning OpenMP workers make small torch ops 10-30x slower
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# shared, oversubscribed machine: spinning OpenMP workers make small torch ops 10-30x slower
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if ("--memory-only" in sys.argv and os.environ.get("MALLOC_MMAP_THRESHOLD_") != "65536"
+        and sys.platform.startswith("linux")):
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"  # the memory measurement's process (docstring)
     os.execv(sys.executable, [sys.executable, *sys.argv])
 
 import numpy as np  # noqa: E402
@@ -290,7 +294,14 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--render-only", action="store_true", help="re-render ot.md from ot.json")
+    p.add_argument("--memory-only", action="store_true",
+                   help="(internal) print the memory table as JSON; run in a child process")
     args = p.parse_args(argv)
+    if args.memory_only:
+        torch.set_num_threads(args.threads)
+        with tqdm(total=15, desc="bench_ot memory", file=sys.stderr) as progress:
+            print(json.dumps(memory_table(args.n, progress)))
+        return
     if args.render_only:
         data = json.loads((args.out / "ot.json").read_text())
         text = render(data["meta"], data["timing"], data["memory"], data.get("backends", []))
@@ -299,10 +310,12 @@ def main(argv=None):
         return
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
-    with tqdm(total=2 * args.repeats + 18, desc="bench_ot") as progress:
+    with tqdm(total=2 * args.repeats + 3, desc="bench_ot timing") as progress:
         timing = time_solvers(args.n, args.iters, args.repeats, progress)
         backends = backend_table(args.n, args.iters, progress)
-        memory = memory_table(args.n, progress)
+    child = subprocess.run([sys.executable, __file__, "--memory-only", "--n", str(args.n), "--threads",
+                            str(args.threads)], stdout=subprocess.PIPE, text=True, check=True)
+    memory = json.loads(child.stdout.strip().splitlines()[-1])
     meta = {"n": args.n, "iterations": args.iters, "repeats": args.repeats, "threads": args.threads,
             "dtype": "float32", "torch": torch.__version__, "pot": pot.__version__,
             "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
