@@ -714,8 +714,8 @@ class _OpenBLAS:
     """NumPy's OpenBLAS, pinned to one thread while the solver runs (threadpoolctl; found once, lazily).
 
     Single-threaded on purpose: after a multithreaded call OpenBLAS's workers spin for ~0.1 s
-    and slow the next parallel torch op (an N² ``exp`` right after a 2-thread gemv ran 1.7×
-    slower, ``benchmarks/results/ot.md``); one thread is still at least as fast as ``torch.matmul``.
+    and slow the next parallel torch op (an N² ``exp`` right after a 2-thread gemv ran 1.4–1.7×
+    slower in ``benchmarks/results/ot.md`` runs); one thread is still at least as fast as ``torch.matmul``.
     """
 
     libs: list | None = None
@@ -764,8 +764,8 @@ def _matvecs(K: Tensor):
     On CPU, for kernels of at most :data:`NUMPY_MATVEC_MAX` entries, the products go through
     NumPy's OpenBLAS on one thread, on zero-copy views (neither the kernel loop nor the
     ``once_differentiable`` unrolled backward runs under autograd): at N = 1024 float32 a gemv
-    is ≈ 10 % faster than ``torch.matmul`` (MKL), and a batch of 64 problems of 128 × 128 solves
-    3.4× faster (one BLAS call per problem instead of torch's batched path); see
+    is 5–25 % faster than ``torch.matmul`` (MKL), and a batch of 64 problems of 128 × 128 solves
+    3.4–3.9× faster (one BLAS call per problem instead of torch's batched path); see
     ``benchmarks/results/ot.md``. Larger kernels (where multithreaded MKL can win on many-core
     machines), CUDA and other dtypes use ``torch.matmul``.
     """
