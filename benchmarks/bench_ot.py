@@ -37,6 +37,7 @@ Results: printed, and written to ``benchmarks/results/ot.json`` and ``benchmarks
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -79,6 +80,17 @@ def _time_us(fn, reps: int) -> float:
     return statistics.median(blocks)
 
 
+@contextlib.contextmanager
+def matvec_limit(limit: int):
+    """Temporarily set ``gca.ot.NUMPY_MATVEC_MAX`` (0: every kernel through ``torch.matmul``)."""
+    old = gca.ot.NUMPY_MATVEC_MAX
+    gca.ot.NUMPY_MATVEC_MAX = limit
+    try:
+        yield
+    finally:
+        gca.ot.NUMPY_MATVEC_MAX = old
+
+
 def backend_table(n, iters, progress):
     """Matvec back ends of the kernel path, side by side (what ``gca.ot._matvecs`` chooses from)."""
     from threadpoolctl import threadpool_limits
@@ -90,12 +102,8 @@ def backend_table(n, iters, progress):
     X = torch.rand(n, n)
     rows = []
     mv_np, rmv_np = gca.ot._matvecs(K)
-    limit = gca.ot.NUMPY_MATVEC_MAX
-    gca.ot.NUMPY_MATVEC_MAX = 0
-    try:
+    with matvec_limit(0):
         mv_t, rmv_t = gca.ot._matvecs(K)
-    finally:
-        gca.ot.NUMPY_MATVEC_MAX = limit
     for name, fn in (("K v, torch.matmul (MKL)", lambda: mv_t(v)), ("Kᵀ u, torch.matmul (MKL)", lambda: rmv_t(v)),
                      ("K v, NumPy OpenBLAS 1 thread (gca)", lambda: mv_np(v)),
                      ("Kᵀ u, NumPy OpenBLAS 1 thread (gca)", lambda: rmv_np(v)),
@@ -116,13 +124,10 @@ def backend_table(n, iters, progress):
     # batches of small problems: one BLAS call per problem vs torch's batched matmul
     Bs, ns = 64, 128
     Cb = torch.stack([make_cost(ns, seed=s) for s in range(Bs)])
-    for name, lim in (("NumPy OpenBLAS 1 thread (gca)", limit), ("torch.matmul", 0)):
-        gca.ot.NUMPY_MATVEC_MAX = lim
-        try:
-            time.sleep(PAUSE)
+    for name, lim in (("NumPy OpenBLAS 1 thread (gca)", gca.ot.NUMPY_MATVEC_MAX), ("torch.matmul", 0)):
+        time.sleep(PAUSE)
+        with matvec_limit(lim):
             us = _time_us(lambda: sinkhorn(Cb, epsilon=0.5, max_iter=iters, tol=0), 3)
-        finally:
-            gca.ot.NUMPY_MATVEC_MAX = limit
         rows.append({"what": f"sinkhorn, {Bs} problems of {ns}×{ns}, {iters} iterations", "variant": name,
                      "us": us})
     progress.update(1)
