@@ -219,17 +219,40 @@ def _check_views(z1, z2) -> None:
         raise ValueError("embeddings have dimension d=0")
 
 
-def _check_finite_norms(n1: Tensor, n2: Tensor) -> None:
+def _check_finite_norms(s1: Tensor, s2: Tensor) -> None:
+    """``s1``, ``s2``: each row's largest absolute entry (its scale, see :func:`_unit_rows`)."""
     # one host sync for both checks; details only on failure
-    ok = torch.isfinite(n1).all() & torch.isfinite(n2).all() & (n1 > 0).all() & (n2 > 0).all()
+    ok = torch.isfinite(s1).all() & torch.isfinite(s2).all() & (s1 > 0).all() & (s2 > 0).all()
     if not bool(ok):
-        for name, n in (("z1", n1), ("z2", n2)):
-            if not bool(torch.isfinite(n).all()):
-                bad = int(torch.nonzero(~torch.isfinite(n))[0])
-                raise ValueError(f"{name} contains NaN or inf (row {bad}); check the encoder's output")
-            if not bool((n > 0).all()):
-                bad = int(torch.nonzero(n <= 0)[0])
-                raise ValueError(f"{name} row {bad} is the zero vector; cosine similarity is undefined")
+        for name, s in (("z1", s1), ("z2", s2)):
+            if not bool(torch.isfinite(s).all()):
+                bad = int(torch.nonzero(~torch.isfinite(s))[0])
+                raise ValueError(f"{name} contains NaN or inf (row {bad}); check the encoder's output "
+                                 "(a diverging training run: lower the learning rate)")
+            if not bool((s > 0).all()):
+                bad = int(torch.nonzero(s <= 0)[0])
+                raise ValueError(f"{name} row {bad} is exactly the zero vector; cosine similarity is "
+                                 "undefined (check the encoder's output)")
+
+
+def _unit_rows(z: Tensor, scale: Tensor) -> Tensor:
+    """``z_i / ‖z_i‖`` computed as ``(z_i/s_i) / ‖z_i/s_i‖`` with ``s_i = max_k |z_ik|`` (detached).
+
+    The result is scale-invariant, so dividing by the constant ``s_i`` first changes neither the
+    value nor the gradient, while ``‖z_i‖`` itself would overflow (entries ~1e19 in float32) or
+    underflow to 0 (entries ~1e-30): any finite, non-zero row is normalised in its own dtype.
+    """
+    zs = z / scale[:, None]
+    return zs / zs.norm(dim=1, keepdim=True)
+
+
+def _check_epsilon_for_dtype(epsilon: float, dtype: torch.dtype) -> None:
+    """The scaled cost ``C/ε`` spans ``[−1/ε, 2/ε]``; refuse ε whose ``1/ε`` does not fit ``dtype``."""
+    limit = torch.finfo(dtype).max / 8
+    if 1.0 / epsilon > limit:
+        raise ValueError(f"epsilon={epsilon!r} is too small for {dtype}: the scaled similarities "
+                         f"S/epsilon overflow (1/epsilon > {limit:.3g}); use epsilon >= "
+                         f"{1.0 / limit:.3g} or compute the loss in float64")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -359,9 +382,10 @@ def _scaled_similarity(z1: Tensor, z2: Tensor, layout: str, cost: str, epsilon: 
 
     ``C = −S`` (``"neg_cosine"``) or ``1 − S`` (``"cosine_distance"``), ``S`` the cosine
     similarities of the layout (paper §2)."""
-    n1, n2 = z1.norm(dim=1), z2.norm(dim=1)
-    _check_finite_norms(n1, n2)
-    h1, h2 = z1 / n1[:, None], z2 / n2[:, None]
+    _check_epsilon_for_dtype(epsilon, z1.dtype)
+    s1, s2 = z1.detach().abs().amax(dim=1), z2.detach().abs().amax(dim=1)
+    _check_finite_norms(s1, s2)
+    h1, h2 = _unit_rows(z1, s1), _unit_rows(z2, s2)
     batch = z1.shape[0]
     offset = 1.0 / epsilon if cost == "cosine_distance" else 0.0  # C/ε = offset − S/ε
     sign = 1.0 if as_log_kernel else -1.0  # log K = S/ε − offset ; Ĉ = offset − S/ε

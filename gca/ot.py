@@ -510,6 +510,25 @@ def _diagnose_infeasible(Cd: Tensor) -> None:
                              "feasible plan; give every row and column at least one finite cost")
 
 
+def _check_scaled_range(big: float, eps: float, dtype: torch.dtype, caller: str) -> None:
+    """Refuse a problem whose scaled cost ``C/ε`` (or ``1/ε``) would not be finite in ``dtype``.
+
+    Both domains form ``C/ε`` (the kernel as ``exp((c − C)/ε)``, a difference of two such terms);
+    an ``inf`` there would reach the BLAS products as ``inf``/``NaN`` — whose floating-point
+    flags (and NumPy's warnings) depend on the CPU's kernel — so it is reported here, first.
+    """
+    limit = torch.finfo(dtype).max / 4  # room for one difference of two scaled entries
+    if 1.0 / eps > limit:
+        raise SinkhornNumericalError(
+            f"{caller}: epsilon={eps:.3g} is too small for {dtype}: 1/epsilon is not representable "
+            f"(non-finite scaled cost); use epsilon >= {1.0 / limit:.3g}, float64, or rescale the cost")
+    if big / eps > limit:
+        raise SinkhornNumericalError(
+            f"{caller}: cost/epsilon is non-finite in {dtype} (max |cost| = {big:.3g}, epsilon={eps:.3g}, "
+            f"ratio {big / eps:.3g} > {limit:.3g}); rescale the cost (e.g. divide by its max), use a "
+            "larger epsilon, or float64")
+
+
 def _check_log_plan(log_plan, name):
     if not isinstance(log_plan, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(log_plan).__name__}")
@@ -752,10 +771,15 @@ class _OpenBLAS:
 
     @classmethod
     def matmul(cls, x, y):
-        if cls.pinned:
-            return np.matmul(x, y)
-        with cls.one_thread():
-            return np.matmul(x, y)
+        # The solver checks its inputs before (finite kernel, _check_scaled_range) and its outputs
+        # after (ok(), finite potentials), raising its own errors; whether a BLAS kernel sets
+        # floating-point flags in between (e.g. on a NaN from an underflowed denominator) depends on
+        # the CPU, so NumPy's flag warnings are off here rather than differing between machines.
+        with np.errstate(all="ignore"):
+            if cls.pinned:
+                return np.matmul(x, y)
+            with cls.one_thread():
+                return np.matmul(x, y)
 
 
 def _matvecs(K: Tensor):
@@ -1120,7 +1144,7 @@ class _Implicit(torch.autograd.Function):
             Mat.mul_(-kappa).diagonal(dim1=-2, dim2=-1).add_(1.0)
             if q is not None:
                 Mat.add_(q[:, :, None] * q[:, None, :])
-            w = torch.linalg.solve(Mat, rhs[:, :, None])[:, :, 0]
+            w = _solve_psd(Mat, rhs)
             del Mat
         else:
             def matvec(x):
@@ -1135,6 +1159,40 @@ class _Implicit(torch.autograd.Function):
         abar = ta * eps * lam / a if ctx.needs_input_grad[1] else None
         bbar = tb * eps * mu / b if ctx.needs_input_grad[2] else None
         return Cbar, abar, bbar, None, None, None, None, None, None
+
+
+def _solve_psd(Mat: Tensor, rhs: Tensor) -> Tensor:
+    """Solve the symmetric positive semi-definite adjoint system ``Mat w = rhs`` (batched).
+
+    Well conditioned (the usual case): Cholesky. At small ε the plan is numerically block-diagonal
+    (off-block entries ``e^{−ΔC/ε}`` below the dtype's resolution): each block carries its own
+    gauge shift ``(f + s, g − s)``, so ``Mat`` has one (near-)null direction per block besides the
+    pinned global one. Then the minimum-norm solution is taken (eigendecomposition, eigenvalues
+    below ``m · eps_dtype · λ_max`` dropped) — the gradient of a loss that, like every loss here,
+    only reads ``f_i + g_j`` inside a block; if ``rhs`` has a relative component above
+    ``sqrt(eps_dtype)`` in the dropped directions the gradient is ill-determined and a
+    :class:`SinkhornConvergenceWarning` says so.
+    """
+    fi = torch.finfo(Mat.dtype)
+    L, info = torch.linalg.cholesky_ex(Mat)
+    if not bool(info.any()):
+        dg = L.diagonal(dim1=-2, dim2=-1)
+        rcond = (dg.amin(-1) / dg.amax(-1)) ** 2  # crude reciprocal condition number estimate
+        if bool((rcond > 1e3 * Mat.shape[-1] * fi.eps).all()):
+            return torch.cholesky_solve(rhs[:, :, None], L)[:, :, 0]
+    evals, evecs = torch.linalg.eigh(Mat)
+    keep = evals > Mat.shape[-1] * fi.eps * evals.amax(-1, keepdim=True)
+    coef = torch.matmul(rhs[:, None, :], evecs)[:, 0, :]  # rhs in the eigenbasis
+    lost = (coef * ~keep).norm(dim=-1) / coef.norm(dim=-1).clamp_min(fi.tiny)
+    if bool((lost > fi.eps ** 0.5).any()):
+        warnings.warn(
+            f"implicit backward: the adjoint system is singular to {Mat.dtype} precision (epsilon too small "
+            f"for the cost range: the plan splits into numerically disconnected blocks) and the loss's "
+            f"gradient has a relative component {float(lost.max()):.2e} along the undetermined gauge "
+            "directions; the returned gradient drops it. Use grad='unrolled', a larger epsilon or float64",
+            SinkhornConvergenceWarning, stacklevel=4)
+    coef = torch.where(keep, coef / torch.where(keep, evals, torch.ones_like(evals)), torch.zeros_like(coef))
+    return torch.matmul(evecs, coef[:, :, None])[:, :, 0]
 
 
 def _conjugate_gradient(matvec, rhs: Tensor, max_iter: int | None = None) -> Tensor:
@@ -1232,8 +1290,10 @@ def _solve(cost, a, b, *, epsilon, rho, max_iter, tol, grad, domain, init, epsil
         limit = kernel_range_limit(C.dtype, max(n, m))
 
         R0 = float((hi - lo).amax())
+        big = float(torch.maximum(lo.abs(), hi.abs()).amax())  # max |C| over the finite entries
 
         def run(e, g_init, rec, tol_):
+            _check_scaled_range(big, e, C.dtype, caller)  # before any product touches C/ε
             R = R0 / e
             use_kernel = domain != "log" and R <= limit
             if domain == "kernel" and not use_kernel:

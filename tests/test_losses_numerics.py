@@ -2,6 +2,7 @@
 RINCE-type overflow reported (never a silent inf/NaN), mixed precision."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -147,3 +148,93 @@ def test_batch_4096_rince_type():
         assert _finite_value_and_grads(make_loss(name, epsilon=0.5), z1, z2)
     with pytest.raises(AlignmentOverflowError, match="epsilon=0.001"):
         make_loss("rince", epsilon=1e-3)(z1, z2)
+
+
+# ------------------------------------------------------------------------------------------------
+# grad="implicit" at small ε (the balanced fixed point's gauge; numerically disconnected plans)
+# ------------------------------------------------------------------------------------------------
+def _implicit_vs_unrolled(dtype, epsilon, z1, z2, n_iter):
+    from gca.losses import gca_ince_loss
+
+    grads = {}
+    for mode in ("unrolled", "implicit"):
+        a = z1.to(dtype).requires_grad_(True)
+        gca_ince_loss(a, z2.to(dtype), epsilon=epsilon, n_iter=n_iter, grad=mode).backward()
+        grads[mode] = a.grad.double()
+    return grads["implicit"], grads["unrolled"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("epsilon", [0.01, 0.05, 0.5])
+def test_implicit_equals_unrolled_at_convergence_small_epsilon(dtype, epsilon):
+    # views clustered around one direction: the plan stays connected at ε = 0.01 and 1000
+    # unrolled iterations converge (checked: the unrolled gradient at 500 iterations is the same)
+    g = torch.Generator().manual_seed(0)
+    base = 2 * torch.randn(1, 8, generator=g, dtype=torch.float64)
+    z1 = base + 0.3 * torch.randn(16, 8, generator=g, dtype=torch.float64)
+    z2 = z1 + 0.15 * torch.randn(16, 8, generator=g, dtype=torch.float64)
+    implicit, unrolled = _implicit_vs_unrolled(dtype, epsilon, z1, z2, 1000)
+    _, unrolled_half = _implicit_vs_unrolled(dtype, epsilon, z1, z2, 500)
+    rtol = 1e-10 if dtype == torch.float64 else 2e-5
+    assert float((unrolled_half - unrolled).norm()) <= rtol * float(unrolled.norm())  # converged
+    assert float((implicit - unrolled).norm()) <= rtol * float(unrolled.norm())
+
+
+@pytest.mark.parametrize("dtype,epsilon,d,independent", [
+    (torch.float64, 0.01, 128, False),  # singular adjoint system in float64 before the fix
+    (torch.float64, 0.01, 32, True),
+    (torch.float32, 0.01, 32, False),   # raised torch._C._LinAlgError before the fix
+    (torch.float32, 0.02, 32, False),
+])
+def test_implicit_on_numerically_disconnected_plans_is_finite_and_close(dtype, epsilon, d, independent):
+    # B = 64 views at small ε: the plan is block-diagonal to the dtype's precision, each block with
+    # its own gauge shift; the implicit gradient must stay the converged loss's gradient (within
+    # the unrolled reference's own convergence error) — a warning may say it dropped a component
+    g = torch.Generator().manual_seed(0)
+    z1 = torch.randn(64, d, generator=g, dtype=torch.float64)
+    z2 = torch.randn(64, d, generator=g, dtype=torch.float64) if independent else \
+        z1 + torch.randn(64, d, generator=g, dtype=torch.float64)
+    from gca.ot import SinkhornConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SinkhornConvergenceWarning)
+        implicit, unrolled = _implicit_vs_unrolled(dtype, epsilon, z1, z2, 3000)
+    assert bool(torch.isfinite(implicit).all())
+    assert float((implicit - unrolled).norm()) <= 1e-4 * max(1.0, float(unrolled.norm()))
+
+
+# ------------------------------------------------------------------------------------------------
+# Messages that name the real cause (ε too small for the dtype; unnormalised embeddings are fine)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["simclr", "ince", "gca-ince", "gca-uot"])
+def test_epsilon_too_small_for_dtype_is_named(name):
+    z1, z2 = _views(8)
+    with pytest.raises(ValueError, match="too small for torch.float32"):
+        make_loss(name, epsilon=1e-39)(z1, z2)
+    # the same ε is representable in float64
+    loss = make_loss(name, epsilon=1e-39)(z1.double(), z2.double())
+    assert bool(torch.isfinite(loss))
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e19])
+@pytest.mark.parametrize("name", ["ince", "gca-ince", "gca-uot"])
+def test_huge_and_tiny_embeddings_are_normalised_in_their_dtype(name, scale):
+    # cosine similarity is scale-invariant: rows of size ~1e19 or ~1e-30 in float32 (whose squared
+    # norms overflow / underflow) give the loss and gradient direction of the unit-scale rows
+    z1, z2 = _views(8)
+    fn = make_loss(name, epsilon=0.5)
+    ref = fn(z1, z2)
+    g_ref = torch.autograd.grad(ref, z1)[0]
+    w1 = (z1.detach() * scale).requires_grad_(True)
+    val = fn(w1, z2.detach() * scale)
+    g = torch.autograd.grad(val, w1)[0]
+    torch.testing.assert_close(val, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g * scale, g_ref, rtol=1e-4, atol=1e-6)
+
+
+def test_zero_row_is_named_exactly():
+    z1, z2 = _views(4)
+    z1 = z1.detach().clone()
+    z1[2] = 0.0
+    with pytest.raises(ValueError, match="z1 row 2 is exactly the zero vector"):
+        make_loss("gca-ince")(z1, z2)

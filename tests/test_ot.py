@@ -743,3 +743,53 @@ def test_openblas_thread_count_is_restored(monkeypatch):
     monkeypatch.undo()
     assert seen and all(all(k == 1 for k in c) for c in seen)  # forward, row_lse and backward
     assert counts() == before
+
+
+# ------------------------------------------------------------------------------------------------
+# Non-finite values never reach BLAS (issue: a SkylakeX OpenBLAS kernel warned on inf in a gemv)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["cost_overflow", "cost_overflow_kernel", "epsilon_underflow",
+                                  "epsilon_underflow_f64", "overflow_unbalanced"])
+def test_non_finite_scaled_cost_is_refused_before_any_blas_call(monkeypatch, case):
+    from gca import ot as _ot
+
+    seen = []
+    real = _ot._OpenBLAS.matmul.__func__
+
+    def recording(cls, x, y):
+        seen.append(bool(np.isfinite(x).all() and np.isfinite(y).all()))
+        return real(cls, x, y)
+
+    monkeypatch.setattr(_ot._OpenBLAS, "matmul", classmethod(recording))
+    monkeypatch.setattr(_ot._OpenBLAS, "available", classmethod(lambda cls: True))
+    monkeypatch.setattr(_ot._OpenBLAS, "libs", [])
+    f32 = torch.float32
+    problems = {
+        "cost_overflow": (lambda: sinkhorn(torch.full((3, 3), 3e38), epsilon=1e-3, max_iter=5, tol=0), "non-finite"),
+        "cost_overflow_kernel": (lambda: sinkhorn(torch.full((3, 3), 3e38), epsilon=1e-3, max_iter=5, tol=0,
+                                                  domain="kernel"), "non-finite"),
+        "epsilon_underflow": (lambda: sinkhorn(torch.zeros(4, 3, dtype=f32), epsilon=1e-40, max_iter=5, tol=0),
+                              "too small"),
+        "epsilon_underflow_f64": (lambda: sinkhorn(torch.rand(4, 3, dtype=F64), epsilon=1e-310, max_iter=5,
+                                                   tol=0), "too small"),
+        "overflow_unbalanced": (lambda: sinkhorn_unbalanced(torch.full((3, 4), -2e38), rho=1.0, epsilon=1e-2,
+                                                            max_iter=5, tol=0), "non-finite"),
+    }
+    fn, match = problems[case]
+    with pytest.raises(SinkhornNumericalError, match=match):
+        fn()
+    assert all(seen), "a non-finite operand reached np.matmul"
+
+
+def test_solver_emits_no_numpy_floating_point_warning_on_underflowing_kernels():
+    # +inf rows force the kernel path's a-posteriori check and the fallback to the log domain:
+    # whatever the BLAS kernel, the outcome is the solver's own error, never a NumPy warning
+    C = torch.rand(5, 4, dtype=F64)
+    C[2] = math.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="only \\+inf"):
+            sinkhorn(C, epsilon=0.1, max_iter=20, tol=0)
+        C2 = torch.rand(64, 64, dtype=torch.float32) * 80  # range/ε near the kernel rule's limit
+        r = sinkhorn(C2, epsilon=1.0, max_iter=50, tol=0)
+        assert bool(torch.isfinite(r.f).all())
