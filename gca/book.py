@@ -12,8 +12,9 @@ Design (see ``book/reproducibility.md``):
    A report per run goes to ``build/reports/execution.json`` (profile, seed, parameters,
    seconds, status and error of each notebook, provenance of the run).
 2. **Build.** The figure index is generated from the sidecars (``build/figure_index.md``,
-   included by ``book/figures.md``), MathJax 3 is installed from npm into the git-ignored
-   ``book/_vendor/`` (copied into the HTML by ``html_extra_path``), and
+   included by ``book/figures.md``), MathJax 3 is copied from the pinned PyPI package
+   ``sphinx-mathjax-offline`` (no Node needed) into the git-ignored ``book/_vendor/html/``
+   (copied into the HTML root by ``html_extra_path``), and
    ``jupyter-book build . -W -n --keep-going`` runs with execution off (``_config.yml``): any
    warning fails the build. The log is kept in ``build/reports/jupyter-book.log``, and the HTML
    is checked to load no script or stylesheet from a CDN.
@@ -47,6 +48,7 @@ __all__ = [
     "PROFILES",
     "EXECUTED_DIR",
     "MATHJAX_VERSION",
+    "MATHJAX_DISTRIBUTION",
     "select_profile",
     "glue_value",
     "glue_values",
@@ -65,8 +67,10 @@ __all__ = [
 PROFILES = ("smoke", "default", "full")
 #: Folder (relative to the repository root) holding executed notebooks, figures and reports.
 EXECUTED_DIR = "build"
-#: MathJax release vendored from npm for offline math.
+#: MathJax release vendored for offline math, as shipped by the pinned PyPI package below.
 MATHJAX_VERSION = "3.2.2"
+#: PyPI distribution that ships MathJax 3's ``es5`` build (Apache-2.0) — pinned in requirements.txt.
+MATHJAX_DISTRIBUTION = "sphinx-mathjax-offline"
 _VENDOR_DIR = Path("book") / "_vendor"
 _CDN_PATTERN = re.compile(
     r"""<(?:script|link)\b[^>]*\b(?:src|href)=["'](?:https?:)?//[^"']*"""
@@ -346,33 +350,45 @@ def execute_notebooks(
 # --------------------------------------------------------------------------------------------
 # HTML build
 # --------------------------------------------------------------------------------------------
-def vendor_mathjax(root: str | os.PathLike | None = None, *, version: str = MATHJAX_VERSION) -> Path:
-    """Install MathJax ``version`` from npm into ``book/_vendor/node_modules/mathjax`` (once).
+def _mathjax_source() -> Path:
+    """The ``es5`` MathJax folder inside the installed :data:`MATHJAX_DISTRIBUTION`."""
+    from importlib import metadata
 
-    ``_config.yml`` copies ``book/_vendor/node_modules`` into the HTML root (``html_extra_path``)
-    and points ``mathjax_path`` at ``mathjax/es5/tex-svg.js`` there, so math renders offline.
+    try:
+        dist = metadata.distribution(MATHJAX_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        raise RuntimeError(f"{MATHJAX_DISTRIBUTION} is not installed: it ships MathJax for offline math; "
+                           "run `make venv` (or pip install -r requirements.txt)") from None
+    return Path(str(dist.locate_file(f"{MATHJAX_DISTRIBUTION}/static/mathjax")))
+
+
+def vendor_mathjax(root: str | os.PathLike | None = None, *, version: str = MATHJAX_VERSION) -> Path:
+    """Copy MathJax ``version`` into ``book/_vendor/html/mathjax/es5`` (once; no Node, no network).
+
+    The files come from the pinned PyPI package :data:`MATHJAX_DISTRIBUTION` (MathJax's ``es5``
+    build, Apache-2.0). ``_config.yml`` copies ``book/_vendor/html`` into the HTML root
+    (``html_extra_path``) and points ``mathjax_path`` at ``mathjax/es5/tex-svg.js`` there, so math
+    renders offline. Returns the entry point.
     """
     root = _find_root(root)
-    vendor = root / _VENDOR_DIR
-    package = vendor / "node_modules" / "mathjax"
-    try:
-        installed = json.loads((package / "package.json").read_text())["version"]
-    except (OSError, ValueError, KeyError):
-        installed = None
-    if installed != version:
-        npm = shutil.which("npm")
-        if npm is None:
-            raise RuntimeError(
-                "npm is needed once to vendor MathJax for offline math: install Node.js (e.g. "
-                f"`apt-get install -y npm`) or place mathjax@{version} in {package}"
-            )
-        vendor.mkdir(parents=True, exist_ok=True)
-        print(f"[gca.book] npm install mathjax@{version} into {vendor.relative_to(root)}", flush=True)
-        subprocess.run([npm, "install", "--prefix", str(vendor), "--no-audit", "--no-fund",
-                        "--no-package-lock", f"mathjax@{version}"], check=True)
-    entry = package / "es5" / "tex-svg.js"
-    if not entry.is_file():
-        raise RuntimeError(f"MathJax entry point {entry} missing after npm install; delete {vendor} and retry")
+    dest = root / _VENDOR_DIR / "html" / "mathjax" / "es5"
+    entry = dest / "tex-svg.js"
+    stamp = dest / ".mathjax-version"
+    if entry.is_file() and stamp.is_file() and stamp.read_text().strip() == version:
+        return entry
+    src = _mathjax_source()
+    shipped = re.search(r'VERSION="([0-9.]+)"', (src / "core.js").read_text(errors="replace"))
+    if shipped is None or shipped.group(1) != version:
+        raise RuntimeError(f"{MATHJAX_DISTRIBUTION} at {src} ships MathJax "
+                           f"{shipped.group(1) if shipped else '?'}, expected {version}; reinstall the pinned "
+                           "requirements (make venv)")
+    tmp = dest.with_name(f".es5.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    (tmp / ".mathjax-version").write_text(version + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)  # a killed copy never leaves a half-filled es5/ that looks complete
+    print(f"[gca.book] MathJax {version} from {MATHJAX_DISTRIBUTION} into {dest.relative_to(root)}", flush=True)
     return entry
 
 

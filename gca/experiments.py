@@ -59,6 +59,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -74,6 +75,8 @@ __all__ = [
     "fingerprint_changes",
     "fingerprint_id",
     "check_result",
+    "current_data_checksums",
+    "RunClaimedError",
     "source_version",
     "STUDY_PROFILES",
     "BOOK_TO_STUDY",
@@ -482,24 +485,63 @@ def _lock_path(path: Path) -> Path:
     return path.with_name("." + path.name + ".lock")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+class RunClaimedError(RuntimeError):
+    """Another live process holds the claim of this run (it is being computed there)."""
+
+
+class _Claim:
+    """Exclusive claim of one path: ``fcntl.flock`` on ``lock`` (created if absent, never deleted).
+
+    The kernel holds the lock for exactly as long as the claiming process lives, so a crashed or
+    killed holder's claim is released at once (no stale claim to clean up; a dead pid left in the
+    file is only information). ``blocking=False`` raises :class:`RunClaimedError` when the claim
+    is held elsewhere.
+    """
+
+    def __init__(self, lock: Path, *, blocking: bool, what: str):
+        self.lock, self.blocking, self.what = lock, blocking, what
+        self.fd: int | None = None
+
+    def __enter__(self) -> "_Claim":
+        import fcntl
+
+        self.lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise RunClaimedError(f"{self.what} is being computed by another process ({holder or 'pid ?'})") from None
+        os.ftruncate(fd, 0)
+        stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        os.pwrite(fd, f"{os.getpid()} {os.uname().nodename} {stamp}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.close(self.fd)  # releases the flock
+            self.fd = None
 
 
 def in_progress(path: Path) -> bool:
-    """Whether a live process holds the lock of result ``path`` (being computed right now)."""
-    lock = _lock_path(path)
+    """Whether a live process holds the claim of result ``path`` (being computed right now)."""
+    import fcntl
+
+    lock = _lock_path(Path(path))
     try:
-        pid = int(lock.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
         return False
-    return _pid_alive(pid)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def check_result(path: str | os.PathLike) -> tuple[dict | None, str]:
@@ -520,7 +562,46 @@ def check_result(path: str | os.PathLike) -> tuple[dict | None, str]:
     if changes:
         more = f" (+{len(changes) - 3} more)" if len(changes) > 3 else ""
         return None, "stale: code changed: " + "; ".join(changes[:3]) + more
+    data_change = _data_change(record)
+    if data_change:
+        return None, "stale: data changed: " + data_change
     return record, "done"
+
+
+_DATA_CHECKSUMS: dict[str, tuple[str | None, str | None]] = {}
+
+
+def current_data_checksums(config_dict: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """``(train, test)`` checksums of the evaluation data a run of this configuration reads *now*
+    (the same loader and subset as :func:`gca.eval.evaluate_model`; memoised per process).
+    ``(None, None)`` when the data cannot be loaded here (not verifiable, not a change)."""
+    from gca.config import config_from_dict
+    from gca.data import DatasetNotFoundError
+    from gca.eval import _load_eval_data
+
+    _use_repo_data_dir()
+    memo = json.dumps([config_dict.get("data"), config_dict.get("train", {}).get("seed"),
+                       os.environ.get("GCA_DATA_DIR")], sort_keys=True, default=str)
+    if memo not in _DATA_CHECKSUMS:
+        try:
+            config = config_from_dict(config_dict)
+            _DATA_CHECKSUMS[memo] = tuple(_load_eval_data(config, split).checksum for split in ("train", "test"))
+        except (DatasetNotFoundError, FileNotFoundError):
+            _DATA_CHECKSUMS[memo] = (None, None)
+    return _DATA_CHECKSUMS[memo]
+
+
+def _data_change(record: Mapping[str, Any]) -> str | None:
+    """Why the data of ``record`` differs from the data on disk now (``None``: the same, or not verifiable)."""
+    metrics = record.get("metrics") or {}
+    stored = (metrics.get("train_checksum"), metrics.get("test_checksum"))
+    if stored == (None, None) or not isinstance(record.get("config"), Mapping):
+        return None
+    now = current_data_checksums(record["config"])
+    for split, old, new in zip(("train", "test"), stored, now):
+        if old is not None and new is not None and old != new:
+            return f"{split} checksum {new}, the result was computed on {old}"
+    return None
 
 
 def load_result(path: str | os.PathLike) -> dict | None:
@@ -607,21 +688,31 @@ def _plans_analysis(model, config, *, batch: int, n_batches: int) -> dict[str, A
 
 
 def run_one(spec: RunSpec, profile: str, *, root: str | os.PathLike | None = None, progress: bool = False,
-            tracker: CodeTracker | None = None) -> dict[str, Any]:
+            tracker: CodeTracker | None = None, reuse_after: float | None = None) -> dict[str, Any]:
     """Pretrain + evaluate ``spec`` under ``profile`` now, write and return its result record.
 
-    The gca code executed is recorded (:class:`CodeTracker`; pass a running ``tracker`` to include
-    what ran before, e.g. imports) and stored as the result's code fingerprint."""
+    The run is first *claimed* (an exclusive ``flock`` on its lock file): if
+    another live process holds the claim, :class:`RunClaimedError` is raised and nothing is
+    computed. Once claimed, a current result (written at or after ``reuse_after``, a POSIX time;
+    ``None``: any) is returned as it is — a concurrent runner may have finished it meanwhile — so
+    each run is computed once. The gca code executed is recorded (:class:`CodeTracker`; pass a
+    running ``tracker`` to include what ran before, e.g. imports) and stored as the result's code
+    fingerprint."""
     _use_repo_data_dir()
-    own = tracker is None
-    tracker = tracker if tracker is not None else CodeTracker()
-    if own:
-        tracker.__enter__()
-    try:
-        return _run_one(spec, profile, root=root, progress=progress, tracker=tracker)
-    finally:
+    path = result_path(spec, profile, result_key(spec, profile), root=root)
+    with _Claim(_lock_path(path), blocking=False, what=spec.label):
+        record, _ = check_result(path)
+        if record is not None and (reuse_after is None or path.stat().st_mtime >= reuse_after):
+            return record
+        own = tracker is None
+        tracker = tracker if tracker is not None else CodeTracker()
         if own:
-            tracker.__exit__(None, None, None)
+            tracker.__enter__()
+        try:
+            return _run_one(spec, profile, root=root, progress=progress, tracker=tracker)
+        finally:
+            if own:
+                tracker.__exit__(None, None, None)
 
 
 def _run_one(spec: RunSpec, profile: str, *, root, progress: bool, tracker: CodeTracker) -> dict[str, Any]:
@@ -630,66 +721,66 @@ def _run_one(spec: RunSpec, profile: str, *, root, progress: bool, tracker: Code
     from gca.config import config_to_dict, run_config_hash
     from gca.eval import evaluate_model
     from gca.provenance import collect_provenance
-    from gca.train import pretrain, resolve_device
+    from gca.train import TrainingDataChangedError, pretrain, resolve_device
 
     config = resolve_spec(spec, profile)
     config_dict = config_to_dict(config)
     key = _key_payload(config_dict, spec.analysis)
     path = result_path(spec, profile, key, root=root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = _lock_path(path)
-    lock.write_text(f"{os.getpid()} {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}\n")
-    try:
-        if config.train.threads is not None:
-            torch.set_num_threads(config.train.threads)
-        run_dir = _run_dir(spec, profile, run_config_hash(config))
-        t0 = time.perf_counter()
-        # A finished run directory is reused only if the training code it ran is unchanged.
-        stamp = run_dir / "experiments_fingerprint.json"
+    # (run_one holds the claim of ``path``)
+    if config.train.threads is not None:
+        torch.set_num_threads(config.train.threads)
+    run_dir = _run_dir(spec, profile, run_config_hash(config))
+    t0 = time.perf_counter()
+    # A finished run directory is reused only if the training code it ran is unchanged.
+    stamp = run_dir / "experiments_fingerprint.json"
+    # one process at a time per run directory (two specs that differ only in their analysis share it)
+    with _Claim(run_dir.with_name(f".{run_dir.name}.lock"), blocking=True, what=str(run_dir)):
         if (run_dir / "checkpoint.pt").exists():
             old = json.loads(stamp.read_text()) if stamp.is_file() else {}
             if fingerprint_changes(old):
-                import shutil
-
                 shutil.rmtree(run_dir)
-        result = pretrain(config, run_dir, resume=(run_dir / "checkpoint.pt").exists(), progress=progress)
+        try:
+            result = pretrain(config, run_dir, resume=(run_dir / "checkpoint.pt").exists(), progress=progress)
+        except TrainingDataChangedError:  # the data changed since this run directory was trained
+            shutil.rmtree(run_dir)
+            result = pretrain(config, run_dir, resume=False, progress=progress)
         if not stamp.is_file():
             save_result(tracker.fingerprint(), stamp)
-        t1 = time.perf_counter()
-        device = resolve_device(config.train.device)
-        metrics = evaluate_model(result.model, config, device=device, progress=progress)
-        t2 = time.perf_counter()
-        epochs = result.epochs
-        record: dict[str, Any] = {
-            "key": key,
-            "profile": study_profile(profile),
-            "spec": spec.to_dict(),
-            "config": config_dict,
-            "config_hash": run_config_hash(config),
-            "metrics": metrics,
-            "train": {
-                "epochs": len(epochs), "final_loss": epochs[-1]["loss"] if epochs else None,
-                "loss_curve": [e["loss"] for e in epochs],
-                "epoch_seconds": [e["seconds"] for e in epochs],
-                "resumed_from_epoch": result.resumed_from_epoch,
-                "run_dir": os.path.relpath(run_dir, _REPO_ROOT),
-            },
-            "timing": {"pretrain_s": t1 - t0, "eval_s": t2 - t1},
-        }
-        if spec.analysis == "plans":
-            result.model.eval()
-            record["plans"] = _plans_analysis(result.model.cpu(), config, batch=64, n_batches=8)
-            record["timing"]["analysis_s"] = time.perf_counter() - t2
-        record["timing"]["total_s"] = time.perf_counter() - t0
-        record["code"] = tracker.fingerprint()
-        record["code_id"] = fingerprint_id(record["code"])
-        record["provenance"] = collect_provenance(
-            seed=spec.seed, data_checksum=metrics.get("train_checksum"), device=device,
-            command=" ".join(sys.argv), threads=torch.get_num_threads())
-        save_result(record, path)
-        return record
-    finally:
-        lock.unlink(missing_ok=True)
+    t1 = time.perf_counter()
+    device = resolve_device(config.train.device)
+    metrics = evaluate_model(result.model, config, device=device, progress=progress)
+    t2 = time.perf_counter()
+    epochs = result.epochs
+    record: dict[str, Any] = {
+        "key": key,
+        "profile": study_profile(profile),
+        "spec": spec.to_dict(),
+        "config": config_dict,
+        "config_hash": run_config_hash(config),
+        "metrics": metrics,
+        "train": {
+            "epochs": len(epochs), "final_loss": epochs[-1]["loss"] if epochs else None,
+            "loss_curve": [e["loss"] for e in epochs],
+            "epoch_seconds": [e["seconds"] for e in epochs],
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "run_dir": os.path.relpath(run_dir, _REPO_ROOT),
+        },
+        "timing": {"pretrain_s": t1 - t0, "eval_s": t2 - t1},
+    }
+    if spec.analysis == "plans":
+        result.model.eval()
+        record["plans"] = _plans_analysis(result.model.cpu(), config, batch=64, n_batches=8)
+        record["timing"]["analysis_s"] = time.perf_counter() - t2
+    record["timing"]["total_s"] = time.perf_counter() - t0
+    record["code"] = tracker.fingerprint()
+    record["code_id"] = fingerprint_id(record["code"])
+    record["provenance"] = collect_provenance(
+        seed=spec.seed, data_checksum=metrics.get("train_checksum"), device=device,
+        command=" ".join(sys.argv), threads=torch.get_num_threads())
+    save_result(record, path)
+    return record
 
 
 # --------------------------------------------------------------------------------------------
@@ -807,6 +898,7 @@ def get_results(specs: Sequence[RunSpec], profile: str, *, mode: str | None = No
     or listed as missing (mode ``cached``; also while another process is computing a run)."""
     mode = experiment_mode(mode)
     out = Results(study_profile(profile))
+    started = time.time()
     for spec in specs:
         key = result_key(spec, profile)
         path = result_path(spec, profile, key, root=root)
@@ -825,8 +917,11 @@ def get_results(specs: Sequence[RunSpec], profile: str, *, mode: str | None = No
             out.missing.append((spec, why))
             continue
         try:
-            out.records.append(run_one(spec, profile, root=root, progress=progress))
+            out.records.append(run_one(spec, profile, root=root, progress=progress,
+                                       reuse_after=started if mode == "force" else None))
             out.computed += 1
+        except RunClaimedError:
+            out.missing.append((spec, "being computed by another process (see the study log)"))
         except Exception as exc:  # a failed run is reported on the page, never hidden
             out.missing.append((spec, f"failed: {type(exc).__name__}: {exc}"))
     return out
@@ -951,6 +1046,7 @@ def run_study(profile: str, *, experiments: Iterable[str] | None = None, workers
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
     if root is not None:
         env["GCA_RESULTS_DIR"] = str(Path(root).resolve())
+    study_started = time.time()
     running: dict[str, tuple[subprocess.Popen, RunSpec, float]] = {}
     failed_keys: set[tuple[str, str]] = set()
     started_code: dict[str, str] = {}
@@ -958,7 +1054,6 @@ def run_study(profile: str, *, experiments: Iterable[str] | None = None, workers
     forced: set[str] = set()
     done_once = False
     idle_since: float | None = None
-    last_code = None
     _log(log, f"study {prof}: start (workers={workers}, pid {os.getpid()})")
     last_code = None
     while True:
@@ -971,6 +1066,8 @@ def run_study(profile: str, *, experiments: Iterable[str] | None = None, workers
             if proc.returncode == 0:
                 _log(log, f"done  {spec.label} in {time.time() - t0:.0f} s: "
                           f"{out.strip().splitlines()[-1] if out.strip() else ''}")
+            elif proc.returncode == EXIT_CLAIMED:
+                _log(log, f"busy  {spec.label}: claimed by another process, not computed here")
             else:
                 failed_keys.add((path_key, started_code[path_key]))
                 _log(log, f"FAIL  {spec.label} after {time.time() - t0:.0f} s (exit {proc.returncode}); "
@@ -1012,6 +1109,8 @@ def run_study(profile: str, *, experiments: Iterable[str] | None = None, workers
             forced.add(k)
             cmd = [sys.executable, "-m", "gca.experiments", "one", "--profile", prof,
                    "--spec", json.dumps(spec.to_dict())]
+            if force:  # recompute, unless another runner already did since this study started
+                cmd += ["--reuse-after", repr(study_started)]
             err = open(base / "worker.err", "a")
             proc = subprocess.Popen(cmd, cwd=_REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
             running[k] = (proc, spec, time.time())
@@ -1344,27 +1443,87 @@ def saved_tensor_bytes(method: str, *, n_pairs: int = 256, dim: int = 128, seed:
     return total
 
 
+#: Exit status of ``one`` when another process holds the run's claim (not a failure).
+EXIT_CLAIMED = 3
+
+
+def _parse_spec(text: str) -> RunSpec:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--spec is not valid JSON ({exc.msg} at column {exc.colno}): pass a RunSpec as "
+                         "JSON, e.g. '{\"experiment\": \"standard\", \"method\": \"ince\", \"seed\": 0}'") from None
+    if not isinstance(data, Mapping):
+        raise ValueError(f"--spec must be a JSON object, got {type(data).__name__}")
+    missing = [k for k in ("experiment", "method") if k not in data]
+    if missing:
+        raise ValueError(f"--spec lacks {missing}: give at least experiment and method (and seed)")
+    try:
+        return RunSpec.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--spec: {exc}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; pass e.g. --workers 2") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1 (number of parallel run processes)")
+    return value
+
+
+def _profile(text: str) -> str:
+    try:
+        study_profile(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (``prog: error: message``), exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gca.experiments", description=__doc__.split("\n\n")[0])
+    """Command line; an error is one line on stderr (exit 2) unless ``--debug`` or ``GCA_DEBUG=1``."""
+    parser = _OneLineParser(prog="python -m gca.experiments", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (also: GCA_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run the study's missing runs (each result written when it finishes)")
-    p.add_argument("--profile", default="cpu")
+    p.add_argument("--profile", default="cpu", type=_profile)
     p.add_argument("--only", nargs="+", default=None, choices=EXPERIMENTS, help="only these experiments")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=_positive_int, default=1)
     p.add_argument("--force", action="store_true", help="recompute runs that have a current result")
     p.add_argument("--log", default=None)
     p.add_argument("--watch", type=float, default=0.0, help="seconds to keep polling for code changes once done")
     p = sub.add_parser("status", help="done / running / stale / missing for every run of the plan")
-    p.add_argument("--profile", default="cpu")
+    p.add_argument("--profile", default="cpu", type=_profile)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--only", nargs="+", default=None, choices=EXPERIMENTS)
     p = sub.add_parser("one", help="compute one run (used by 'run')")
-    p.add_argument("--profile", default="cpu")
+    p.add_argument("--profile", default="cpu", type=_profile)
     p.add_argument("--spec", required=True, help="RunSpec as JSON")
+    p.add_argument("--reuse-after", type=float, default=None,
+                   help="recompute unless the current result was written after this POSIX time (force mode)")
     p = sub.add_parser("check", help="is a result file current? (prints done / missing / stale: why)")
     p.add_argument("path")
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("GCA_DEBUG", "").strip() not in ("", "0")
+    try:
+        return _main(args)
+    except (ValueError, TypeError, OSError) as exc:
+        if debug:
+            raise
+        print(f"python -m gca.experiments {args.command}: error: {exc} (--debug for the traceback)", file=sys.stderr)
+        return 2
 
+
+def _main(args: argparse.Namespace) -> int:
     if args.command == "run":
         return 1 if run_study(args.profile, experiments=args.only, workers=args.workers, force=args.force,
                               log_path=args.log, watch_s=args.watch) else 0
@@ -1384,10 +1543,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         import warnings
 
         warnings.simplefilter("default")
-        spec = RunSpec.from_dict(json.loads(args.spec))
+        spec = _parse_spec(args.spec)
         try:
             with CodeTracker() as tracker:  # from before the first gca import of the run
-                rec = run_one(spec, args.profile, tracker=tracker)
+                rec = run_one(spec, args.profile, tracker=tracker, reuse_after=args.reuse_after)
+        except RunClaimedError as exc:
+            print(f"busy: {exc}", file=sys.stderr)
+            return EXIT_CLAIMED
         except Exception:
             traceback.print_exc()
             print(f"failed: {spec.label}", file=sys.stderr)

@@ -43,6 +43,7 @@ from gca.models import BYOLModel, build_model, ema_momentum
 __all__ = [
     "CHECKPOINT_NAME",
     "PretrainResult",
+    "TrainingDataChangedError",
     "pretrain",
     "learning_rate",
     "byol_loss",
@@ -73,6 +74,11 @@ _RESUME_FREE_KEYS = {("train", "device"), ("train", "threads"), ("train", "log_e
 # ---------------------------------------------------------------------------------------------
 # Small pieces
 # ---------------------------------------------------------------------------------------------
+
+class TrainingDataChangedError(ValueError):
+    """Resuming a run whose checkpoint was trained on other data (its checksum differs)."""
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` → CUDA if available else CPU; ``"cuda"`` without a GPU raises ValueError."""
     if isinstance(device, torch.device):
@@ -573,7 +579,7 @@ def _pretrain(config, out, resume, progress, loss_factory, dist_info: _Dist, sto
         _check_resume_config(checkpoint["config"], config_to_dict(config))
         saved_sum, data_sum = checkpoint.get("data_checksum"), getattr(dataset, "checksum", None)
         if saved_sum is not None and data_sum is not None and saved_sum != data_sum:
-            raise ValueError(f"cannot resume: the training data changed (checksum {data_sum}, the checkpoint was "
+            raise TrainingDataChangedError(f"cannot resume: the training data changed (checksum {data_sum}, the checkpoint was "
                              f"trained on {saved_sum}); point --data-dir at the run's data or start a new run")
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])

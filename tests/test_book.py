@@ -2,6 +2,7 @@
 configuration (execution off, offline MathJax), and the runner's helpers."""
 
 import ast
+import inspect
 import json
 import re
 import subprocess
@@ -120,7 +121,7 @@ def test_config_builds_offline_without_execution():
     assert CONFIG["execute"]["execute_notebooks"] == "off"
     sphinx = CONFIG["sphinx"]["config"]
     assert "://" not in sphinx["mathjax_path"] and sphinx["mathjax_path"].endswith("mathjax/es5/tex-svg.js")
-    assert sphinx["html_extra_path"] == ["book/_vendor/node_modules"]
+    assert sphinx["html_extra_path"] == ["book/_vendor/html"]
     assert CONFIG["bibtex_bibfiles"] == ["book/references.bib"]
     assert "/book/_vendor/" in (ROOT / ".gitignore").read_text() and "/build/" in (ROOT / ".gitignore").read_text()
 
@@ -233,3 +234,16 @@ def test_sphinx_extension_skips_dataclass_fields_documented_in_attributes():
     assert ext._skip_documented_fields(None, "class", "unlisted", sentinel, False, {}) is None
     ext._remember_attributes(None, "class", "Other", object, {}, ["A class without the section."])
     assert ext._skip_documented_fields(None, "class", "row_lse", sentinel, False, {}) is None
+
+
+def test_mathjax_is_vendored_from_pypi_without_node(tmp_path, monkeypatch):
+    # no npm on PATH: the pinned PyPI package alone provides MathJax's es5 build
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    (tmp_path / "_toc.yml").write_text("root: x\n")
+    (tmp_path / "_config.yml").write_text("title: x\n")
+    entry = book.vendor_mathjax(tmp_path)
+    assert entry == tmp_path / "book" / "_vendor" / "html" / "mathjax" / "es5" / "tex-svg.js"
+    assert entry.stat().st_size > 1_000_000 and b"MathJax" in entry.read_bytes()[:100_000]
+    assert (entry.parent / "output" / "chtml").is_dir() or (entry.parent / "output" / "svg").is_dir()
+    assert book.vendor_mathjax(tmp_path) == entry  # second call: already there, nothing copied
+    assert "npm" not in inspect.getsource(book.vendor_mathjax)

@@ -374,3 +374,157 @@ def test_domain_prior_and_ablation_verdicts():
     assert a["iters"] == "inconclusive" and a["eps"] == "inconclusive"
     a = ex.ablation_verdicts({}, {1.0: 0.8, 0.1: 0.5}, 0.01)
     assert a["iters"].startswith("missing") and a["eps"] == "not reproduced at this scale"
+
+
+# ------------------------------------------------------------------------------------------------
+# Concurrency: atomic claims, stale claims, two runners
+# ------------------------------------------------------------------------------------------------
+_HOLD = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, b"holder")
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_claim_is_exclusive_and_a_dead_holders_claim_is_recovered(tmp_path):
+    import subprocess
+
+    result = tmp_path / "r.json"
+    lock = ex._lock_path(result)
+    assert not ex.in_progress(result)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert ex.in_progress(result)
+        with pytest.raises(ex.RunClaimedError, match="another process"):
+            with ex._Claim(lock, blocking=False, what="r"):
+                pass
+    finally:
+        holder.kill()  # a crash: no clean-up code runs in the holder
+        holder.wait()
+    assert not ex.in_progress(result)  # the kernel released the dead holder's lock
+    with ex._Claim(lock, blocking=False, what="r"):
+        assert ex.in_progress(result)
+        with pytest.raises(ex.RunClaimedError):  # also exclusive against a second claim in-process
+            with ex._Claim(lock, blocking=False, what="r"):
+                pass
+    assert not ex.in_progress(result) and lock.read_text() == ""
+
+
+def test_run_one_refuses_a_claimed_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("GCA_RUNS_DIR", str(tmp_path / "runs"))
+    spec = ex.RunSpec("standard", "ince", 0, TINY)
+    path = ex.result_path(spec, "smoke", ex.result_key(spec, "smoke"), root=tmp_path / "results")
+    with ex._Claim(ex._lock_path(path), blocking=False, what="x"):
+        res = ex.get_results([spec], "smoke", mode="compute", root=tmp_path / "results")
+    assert res.computed == 0 and "another process" in res.missing[0][1]
+    assert not path.exists() and not (tmp_path / "runs").exists()
+
+
+def test_two_concurrent_runners_compute_each_run_once(tmp_path):
+    import os
+    import subprocess
+
+    env = dict(os.environ, GCA_RESULTS_DIR=str(tmp_path / "r"), GCA_RUNS_DIR=str(tmp_path / "rr"),
+               OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "gca.experiments", "run", "--profile", "smoke", "--only", "ablation_eps",
+           "--workers", "2"]
+    procs = [subprocess.Popen(cmd, cwd=ex._REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    plan = ex.study_plan("smoke", ["ablation_eps"])
+    done = [line for log in logs for line in log.splitlines() if " done  " in line]
+    assert len(done) == len(plan), logs  # each run computed by exactly one runner
+    results = sorted((tmp_path / "r" / "smoke").rglob("*.json"))
+    assert len(results) == len(plan)
+    for path in results:
+        assert ex.check_result(path)[1] == "done"
+    epochs = ex.resolve_spec(plan[0], "smoke").train.epochs
+    run_dirs = [d for d in (tmp_path / "rr" / "smoke").iterdir() if d.is_dir()]
+    assert len(run_dirs) == len(plan)
+    for d in run_dirs:  # no run directory written by two processes
+        records = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in records if r["type"] == "epoch"] == list(range(epochs))
+
+
+# ------------------------------------------------------------------------------------------------
+# Data changes make results stale; force recomputes without manual clean-up
+# ------------------------------------------------------------------------------------------------
+def _write_fake_cifar(root: Path, seed: int) -> None:
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True, exist_ok=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = [int(k % 10) for k in range(40)]
+        data = rng.integers(0, 256, size=(40, 3072), dtype=np.uint8)
+        with open(base / name, "wb") as fh:
+            pickle.dump({"data": data, "labels": labels}, fh)
+    with open(base / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": [f"c{k}" for k in range(10)]}, fh)
+
+
+def test_changed_data_makes_results_stale_and_force_recomputes(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    _write_fake_cifar(data, seed=0)
+    monkeypatch.setenv("GCA_DATA_DIR", str(data))
+    monkeypatch.setenv("GCA_RUNS_DIR", str(tmp_path / "runs"))
+    root = tmp_path / "results"
+    over = {**TINY, "data.dataset": "cifar10", "data.n_per_class": 8, "data.test_n_per_class": 4,
+            "data.image_size": 8, "train.batch_size": 16}
+    spec = ex.RunSpec("standard", "ince", 0, over)
+    res = ex.get_results([spec], "smoke", mode="compute", root=root)
+    assert res.computed == 1, res.missing
+    path = ex.result_path(spec, "smoke", res.records[0]["key"], root=root)
+    assert ex.check_result(path)[1] == "done"
+
+    _write_fake_cifar(data, seed=1)  # same layout, other images
+    ex._DATA_CHECKSUMS.clear()
+    state = ex.check_result(path)[1]
+    assert state.startswith("stale: data changed: train checksum"), state
+    assert not ex.get_results([spec], "smoke", mode="cached", root=root).records
+    # force (and compute) recompute it; the old run directory is retrained, not resumed
+    again = ex.get_results([spec], "smoke", mode="force", root=root)
+    assert again.computed == 1, again.missing
+    assert ex.check_result(path)[1] == "done"
+    assert again.records[0]["metrics"]["train_checksum"] != res.records[0]["metrics"]["train_checksum"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line errors: one line, exit 2, no traceback unless asked
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv,needle", [
+    (["run", "--profile", "bogus"], "profile='bogus' is unknown"),
+    (["run", "--workers", "0"], "must be >= 1"),
+    (["run", "--workers", "two"], "'two' is not an integer"),
+    (["one", "--profile", "smoke", "--spec", "{bad json"], "--spec is not valid JSON"),
+    (["one", "--profile", "smoke", "--spec", '{"experiment": "standard", "method": "nope"}'], "method='nope'"),
+    (["one", "--profile", "smoke", "--spec", "[1]"], "must be a JSON object"),
+])
+def test_command_line_errors_are_one_line(argv, needle):
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "GCA_DEBUG"}
+    out = subprocess.run([sys.executable, "-m", "gca.experiments", *argv], cwd=ex._REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in out.stderr, out.stderr
+
+
+def test_command_line_debug_shows_the_traceback():
+    import os
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "gca.experiments", "one", "--profile", "smoke", "--spec", "{bad"],
+                         cwd=ex._REPO_ROOT, env=dict(os.environ, GCA_DEBUG="1"), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0 and "Traceback" in out.stderr
