@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= default
 
-.PHONY: venv test test-all book smoke-book notebooks smoke-notebooks smoke study bench bench-step gpu-check clean
+.PHONY: venv test test-all book smoke-book notebooks smoke-notebooks smoke study bench bench-step gpu-check gpu-campaign clean
 
 venv: $(STAMP)
 
@@ -60,6 +60,11 @@ bench-step: venv
 ## make gpu-check — on a machine with a GPU (< 8 min): benchmarks/results/gpu_check-<device>.*
 gpu-check:
 	benchmarks/gpu_check.sh
+
+## make gpu-campaign — once, on a machine with a GPU (< 8 min): cost table, step times, INCE vs GCA-INCE
+## vs GCA-UOT pretraining on full CIFAR-10 with probe; writes results/gpu/campaign.{json,md} (see the script)
+gpu-campaign:
+	$(if $(wildcard $(PY)),$(PY),python3) benchmarks/gpu_campaign.py --out results/gpu --commit $$(git rev-parse HEAD 2>/dev/null || echo unknown)
 
 clean:
 	rm -rf _build build

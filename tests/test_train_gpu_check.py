@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,32 @@ def test_bench_step_quick(tmp_path):
     res = json.loads((tmp_path / "step.json").read_text())
     assert res["step_ratio"]["ince"] == 1.0 and res["batch"] == 16
     assert "| gca-uot |" in (tmp_path / "step.md").read_text()
+
+
+def test_gpu_campaign_dry_run_end_to_end_and_resumes(tmp_path):
+    # what `make gpu-campaign` runs on a GPU, at toy sizes on the CPU: every stage, JSON under --out
+    cmd = [sys.executable, str(BENCH / "gpu_campaign.py"), "--dry-run", "--out", str(tmp_path / "out"),
+           "--work-dir", str(tmp_path / "work"), "--commit", "abc123"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=170)
+    assert first.returncode == 0, first.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "campaign.json").read_text())
+    assert report["dry_run"] and report["commit"] == "abc123" and not report.get("errors")
+    assert set(report["stages"]) == {"cost", "step", "train"}
+    for size in report["stages"]["cost"]["sizes"].values():
+        assert set(size["fwd_bwd_ms"]) == {"ince", "gca-ince", "gca-uot"}
+        assert all(v > 0 for v in size["fwd_bwd_ms"].values())
+    train = report["stages"]["train"]
+    assert train["epochs"] >= 1 and set(train["methods"]) == {"ince", "gca-ince", "gca-uot"}
+    for r in train["methods"].values():
+        assert 0.0 <= r["linear_accuracy"] <= 1.0 and len(r["loss_curve"]) == train["epochs"]
+    assert report["not_run"] and (tmp_path / "out" / "campaign.md").read_text().startswith("# GPU campaign (dry run")
+    # a rerun resumes: every stage is already done, nothing is recomputed
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=170)
+    assert second.returncode == 0 and "[campaign] training" not in second.stdout
+    assert json.loads((tmp_path / "out" / "campaign.json").read_text())["stages"] == report["stages"]
+
+
+def test_gpu_campaign_without_gpu_says_so(tmp_path):
+    out = subprocess.run([sys.executable, str(BENCH / "gpu_campaign.py"), "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "no CUDA device" in out.stderr
