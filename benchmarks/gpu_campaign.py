@@ -334,7 +334,10 @@ def main(argv=None) -> int:
     state["budget_s"] = args.budget_s
     state["commit"] = args.commit
     state["sizes"] = {k: list(v) if isinstance(v, tuple) else v for k, v in sz.items()}
-    state["provenance"] = collect_provenance(device=dev, seed=0, commit_given=args.commit)
+    state["provenance"] = collect_provenance(device=dev, seed=0)
+    if args.commit:  # the device's copy of the repository may carry another checkout's .git
+        state["provenance"]["checkout_git_commit"] = state["provenance"].get("git_commit")
+        state["provenance"]["git_commit"] = args.commit
 
     def save():
         state["wall_s"] = time.perf_counter() - t_start
