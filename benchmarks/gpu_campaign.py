@@ -208,7 +208,7 @@ def stage_train(dev: torch.device, sz: dict, data_dir: Path, work: Path, epochs:
         cfg = _config(m, sz, data_dir, epochs, dev, dry)
         run_dir = work / "runs" / m
         t0 = time.perf_counter()
-        res = pretrain(cfg, run_dir, resume=(run_dir / "checkpoint.pt").exists(), progress=False)
+        res = pretrain(cfg, run_dir, resume=(run_dir / "config.json").is_file(), progress=False)
         t1 = time.perf_counter()
         metrics = evaluate_model(res.model, cfg, device=dev, progress=False)
         t2 = time.perf_counter()

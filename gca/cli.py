@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gca import __version__
 
     parser.add_argument("--version", action="version", version=f"gca {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also: GCA_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("pretrain", help="pretrain an encoder; writes a run directory")
@@ -74,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="eval.* overrides, e.g. --set eval.knn_k=20 --set eval.corruptions=gaussian_noise,contrast")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="more eval.* overrides")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--allow-unfinished", action="store_true",
+                   help="evaluate a run that stopped before its last epoch (its latest checkpoint)")
 
     p = sub.add_parser("config", help="print the resolved configuration as JSON")
     _add_config_options(p, with_out=False)
@@ -117,11 +121,14 @@ def _resolve(args):
 
 def _cmd_pretrain(args) -> int:
     from gca.config import apply_overrides, config_from_dict, validate_config
-    from gca.train import CONFIG_NAME, pretrain
+    from gca.train import CONFIG_NAME, pretrain, read_json_file
 
     out = Path(args.out)
-    if args.resume and (out / CONFIG_NAME).is_file():
-        config = config_from_dict(json.loads((out / CONFIG_NAME).read_text()))
+    if args.resume and not (out / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"--resume: {out} holds no run (no {CONFIG_NAME}); check the path, or drop --resume "
+                                "to start a new run")
+    if args.resume:
+        config = config_from_dict(read_json_file(out / CONFIG_NAME, "the run's configuration"))
         given = [n for n in ("profile", "method", "dataset") if getattr(args, n) is not None]
         if given:
             raise _UsageError(f"--resume continues the run's own configuration; drop {', '.join('--' + g for g in given)} "
@@ -134,7 +141,9 @@ def _cmd_pretrain(args) -> int:
     result = pretrain(config, out, resume=args.resume, progress=not args.no_progress,
                       stop_after_epochs=args.stop_after_epochs)
     last = result.epochs[-1] if result.epochs else {}
-    print(json.dumps({"run_dir": str(result.run_dir), "method": config.loss.method, "epochs": config.train.epochs,
+    done = last["epoch"] + 1 if last else 0
+    print(json.dumps({"run_dir": str(result.run_dir), "method": config.loss.method, "epochs": done,
+                      "epochs_planned": config.train.epochs,
                       "final_loss": last.get("loss"), "seconds": round(time.perf_counter() - start, 2),
                       "resumed_from_epoch": result.resumed_from_epoch}))
     return 0
@@ -150,7 +159,8 @@ def _cmd_evaluate(args) -> int:
     if args.data_dir is not None:
         overrides.append(f"data.data_dir={args.data_dir}")
     start = time.perf_counter()
-    metrics = evaluate_run(args.run_dir, device=args.device, overrides=overrides, progress=not args.no_progress)
+    metrics = evaluate_run(args.run_dir, device=args.device, overrides=overrides, progress=not args.no_progress,
+                           require_finished=not args.allow_unfinished)
     keys = ("linear_accuracy", "knn_accuracy", "alignment", "uniformity", "domain_accuracy",
             "corrupted_linear_accuracy_mean")
     summary = {k: metrics[k] for k in keys if k in metrics}
@@ -220,17 +230,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = list(args.overrides) + extra
+    debug = args.debug or os.environ.get("GCA_DEBUG", "").strip() not in ("", "0")
     try:
         return _COMMANDS[args.command](args)
     except _UsageError as exc:
         parser.error(str(exc))
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
-        print(f"gca {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except (RuntimeError, FloatingPointError, OSError) as exc:
-        print(f"gca {args.command}: failed: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # one line naming the file or value and the fix; the traceback only on request
+        if debug:
+            raise
+        status, kind = _classify(exc)
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"gca {args.command}: {kind}: {text} (--debug for the traceback)", file=sys.stderr)
+        return status
     return 0  # pragma: no cover
+
+
+def _classify(exc: BaseException) -> tuple[int, str]:
+    """Exit status and word for an error: 2 for bad input (a value, a file), 1 for a failed run."""
+    if isinstance(exc, (FloatingPointError, RuntimeError)):
+        return 1, "failed"
+    if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, FileExistsError, IsADirectoryError,
+                                                           NotADirectoryError, PermissionError)):
+        return 1, "failed"  # disk full, I/O error
+    if isinstance(exc, (ValueError, TypeError, KeyError, OSError)):
+        return 2, "error"
+    return 1, f"failed ({type(exc).__name__})"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -457,9 +457,11 @@ def validate_config(config: RunConfig, *, check_loss: bool = True) -> RunConfig:
     _need(0.0 <= o.momentum < 1.0, f"optim.momentum must lie in [0, 1), got {o.momentum}")
     _need(not (o.nesterov and o.name == "sgd" and o.momentum == 0),
           "optim.nesterov=true needs optim.momentum > 0 (set optim.nesterov=false or a momentum)")
-    _need(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    _need(math.isfinite(o.weight_decay) and o.weight_decay >= 0,
+          f"optim.weight_decay must be a finite number >= 0, got {o.weight_decay}")
     _need(all(0.0 <= b < 1.0 for b in o.adam_betas), f"optim.adam_betas must lie in [0, 1), got {o.adam_betas}")
-    _need(o.warmup_epochs >= 0, f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+    _need(math.isfinite(o.warmup_epochs) and o.warmup_epochs >= 0,
+          f"optim.warmup_epochs must be a finite number of epochs >= 0, got {o.warmup_epochs}")
     _need(0.0 <= o.final_lr_fraction <= 1.0, f"optim.final_lr_fraction must lie in [0, 1], got {o.final_lr_fraction}")
     _need(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     _need(t.batch_size >= 2, f"train.batch_size must be >= 2 (contrastive losses need negatives), got {t.batch_size}")
@@ -471,7 +473,7 @@ def validate_config(config: RunConfig, *, check_loss: bool = True) -> RunConfig:
     _need(t.num_workers >= 0, f"train.num_workers must be >= 0, got {t.num_workers}")
     _need(e.batch_size >= 1, f"eval.batch_size must be >= 1, got {e.batch_size}")
     _need(0.0 < e.val_fraction < 1.0, f"eval.val_fraction must lie in (0, 1), got {e.val_fraction}")
-    _need(len(e.probe_weight_decays) >= 1 and all(w >= 0 for w in e.probe_weight_decays),
+    _need(len(e.probe_weight_decays) >= 1 and all(math.isfinite(w) and w >= 0 for w in e.probe_weight_decays),
           f"eval.probe_weight_decays must be non-negative numbers, got {e.probe_weight_decays}")
     _need(e.probe_max_iter >= 1, f"eval.probe_max_iter must be >= 1, got {e.probe_max_iter}")
     _need(e.knn_k >= 1, f"eval.knn_k must be >= 1, got {e.knn_k}")

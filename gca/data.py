@@ -59,6 +59,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -75,6 +76,7 @@ __all__ = [
     "DATASETS",
     "DATASET_STATS",
     "CIFAR10C_CORRUPTIONS",
+    "DatasetCorruptError",
     "DatasetNotFoundError",
     "DownloadError",
     "resolve_data_dir",
@@ -436,9 +438,26 @@ def _check_size(size, lo: int = 4) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
+class DatasetCorruptError(ValueError):
+    """A dataset file exists but cannot be read (truncated, empty, not the expected format)."""
+
+
+def _damaged(path: Path, exc: BaseException) -> DatasetCorruptError:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "empty or truncated"
+    return DatasetCorruptError(f"{path} is damaged ({type(exc).__name__}: {detail}); delete it and write it again "
+                               "(gca data prepare cifar10 / gca data fetch NAME, or your copy of the official files)")
+
+
 def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as fh:
-        return pickle.load(fh, encoding="latin1")  # official files are Python-2 pickles
+    try:
+        with open(path, "rb") as fh:
+            out = pickle.load(fh, encoding="latin1")  # official files are Python-2 pickles
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
+            KeyError, MemoryError) as exc:
+        raise _damaged(path, exc) from None
+    if not isinstance(out, dict):
+        raise _damaged(path, ValueError(f"holds a {type(out).__name__}, not the dict of a CIFAR batch"))
+    return out
 
 
 def _load_cifar10(root: Path, split: str, **kw) -> ImageDataset:
@@ -535,8 +554,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (``.gz`` or raw) as used by (Fashion-)MNIST: big-endian header, uint8 data."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # a truncated or damaged download
+        raise _damaged(path, exc) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4]!r})")
     if raw[2] != 0x08:

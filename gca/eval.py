@@ -357,6 +357,19 @@ def _load_eval_data(config, split: str):
     return ds
 
 
+def _check_corruption_names(e) -> None:
+    from gca import augment as gaug
+    from gca import data as gdata
+
+    bad = [n for n in e.corruptions if n not in gaug.CORRUPTIONS]
+    if bad:
+        raise ValueError(f"eval.corruptions: unknown corruption(s) {bad}; choose from {gaug.CORRUPTIONS}")
+    bad = [n for n in e.cifar10c_corruptions if n != "all" and n not in gdata.CIFAR10C_CORRUPTIONS]
+    if bad:
+        raise ValueError(f"eval.cifar10c_corruptions: unknown corruption(s) {bad}; choose 'all' or from "
+                         f"{tuple(gdata.CIFAR10C_CORRUPTIONS)}")
+
+
 def evaluate_model(
     model: nn.Module, config, *, device: str | torch.device = "cpu", progress: bool = True,
     train_data=None, test_data=None,
@@ -366,6 +379,7 @@ def evaluate_model(
     from gca import augment as gaug
 
     e = config.eval
+    _check_corruption_names(e)  # before any feature is extracted or probe fitted
     device = torch.device(device)
     model = freeze(model.to(device))
     train_ds = train_data if train_data is not None else _load_eval_data(config, "train")

@@ -742,7 +742,7 @@ def _run_one(spec: RunSpec, profile: str, *, root, progress: bool, tracker: Code
             if fingerprint_changes(old):
                 shutil.rmtree(run_dir)
         try:
-            result = pretrain(config, run_dir, resume=(run_dir / "checkpoint.pt").exists(), progress=progress)
+            result = pretrain(config, run_dir, resume=(run_dir / "config.json").is_file(), progress=progress)
         except TrainingDataChangedError:  # the data changed since this run directory was trained
             shutil.rmtree(run_dir)
             result = pretrain(config, run_dir, resume=False, progress=progress)

@@ -23,11 +23,13 @@ One loop serves all methods: two augmented views per image → encoder + project
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -50,6 +52,8 @@ __all__ = [
     "build_optimizer",
     "resolve_device",
     "load_run",
+    "remove_orphaned_temp_files",
+    "read_json_file",
     "load_checkpoint",
     "save_checkpoint_atomic",
     "read_metrics",
@@ -154,36 +158,134 @@ def build_optimizer(params, config: RunConfig) -> torch.optim.Optimizer:
 
 
 def save_checkpoint_atomic(state: dict, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace``."""
+    """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace``.
+
+    A failed write (disk full, a kill) never replaces the previous checkpoint; the temporary file
+    is removed on failure (and an orphan left by a killed process by :func:`remove_orphaned_temp_files`).
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) or "enforce fail" in str(exc) or "file write failed" in str(exc):
+            why = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc).splitlines()[0]
+            raise OSError(getattr(exc, "errno", None) or errno.EIO,
+                          f"could not write the checkpoint {path} ({why}); the previous checkpoint is intact: "
+                          "free disk space, then continue with --resume") from None
+        raise
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Load ``checkpoint.pt`` with ``torch.load(weights_only=True)``: tensors and plain Python values only.
+
+    A checkpoint that carries other objects (code that unpickling would run) is refused with a
+    ValueError: only load checkpoints written by ``gca pretrain`` (or that you trust and convert).
+    """
+    import pickle
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; run 'gca pretrain --out {path.parent}' first")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "global" in str(exc).lower():
+            raise ValueError(f"{path} is not a plain gca checkpoint: it carries Python objects that loading would "
+                             f"execute ({first}); refusing to load it. Only load checkpoints written by "
+                             "'gca pretrain' or from a source you trust") from None
+        raise ValueError(f"{path} is damaged ({first}); restore it or retrain the run") from None
+    except (EOFError, RuntimeError) as exc:
+        raise ValueError(f"{path} is damaged or truncated ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                         "restore it, or delete it and retrain the run") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a gca checkpoint (it holds a {type(state).__name__}, not a dict); point at "
+                         "a run directory written by 'gca pretrain'")
+    return state
+
+
+def remove_orphaned_temp_files(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete ``.<name>.tmp-<pid>`` files a killed process left in ``run_dir`` (its pid no longer runs).
+
+    A kill or a full disk during a save leaves such a file (hundreds of MB for a checkpoint);
+    :func:`pretrain` calls this on start and on resume. Returns the files removed.
+    """
+    removed = []
+    for tmp in Path(run_dir).glob(".*.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_json_file(path: str | os.PathLike, what: str) -> Any:
+    """JSON of ``path``; a damaged file raises ValueError naming it and the fix."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} ({what}) is not valid JSON ({exc.msg} at line {exc.lineno}); the file is damaged: "
+                         "restore it, or start a new run directory") from None
 
 
 def read_metrics(run_dir: str | os.PathLike, kind: str | None = None) -> list[dict]:
-    """Records of ``metrics.jsonl`` (optionally only ``type == kind``)."""
+    """Records of ``metrics.jsonl`` (optionally only ``type == kind``).
+
+    A torn last line (a kill during its write: no final newline) is dropped; any other unreadable
+    line raises ValueError naming the file and the line.
+    """
     path = Path(run_dir) / METRICS_NAME
     if not path.is_file():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    lines = text.split("\n")
+    records = []
+    for k, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if k == len(lines) - 1:  # no newline after it: the write was cut off
+                warnings.warn(f"{path}: dropped a torn last line ({len(line)} characters, written when the run "
+                              "was killed)", RuntimeWarning, stacklevel=2)
+                continue
+            raise ValueError(f"{path} line {k + 1} is not valid JSON ({exc.msg}); the file is damaged: delete that "
+                             "line (records after the last checkpoint are rewritten on --resume) or start a new "
+                             "run") from None
     return [r for r in records if kind is None or r.get("type") == kind]
 
 
 def _json_dump(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"could not write {path} ({exc.strerror or exc}): free disk space, then continue "
+                                 "with --resume") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,13 +478,20 @@ class TrainStep:
                 t1, t2 = zt.float().chunk(2)
                 return byol_loss(p1, p2, t1, t2)
             z1, z2 = out.float().chunk(2)
-            return self.loss_fn(z1, z2) if target is None else self.loss_fn(z1, z2, target=target)
+            finite = torch.isfinite(out).all()  # read only if the loss rejects its input (no extra sync)
+            try:
+                return self.loss_fn(z1, z2) if target is None else self.loss_fn(z1, z2, target=target)
+            except ValueError:
+                if not bool(finite):  # a diverged encoder, not a user input error
+                    raise FloatingPointError(f"the encoder's output holds NaN or inf (method "
+                                             f"{self.config.loss.method!r})") from None
+                raise
 
     def step(self, views: tuple[Tensor, Tensor], step: int, target: Tensor | None = None) -> float:
         loss = self.loss(*views, target=target)
         value = float(loss.detach())
         if not math.isfinite(value):
-            raise FloatingPointError(f"non-finite loss ({value}) at step {step} of method {self.config.loss.method!r}")
+            raise FloatingPointError(f"the loss of method {self.config.loss.method!r} is {value}")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -536,8 +645,18 @@ def _pretrain(config, out, resume, progress, loss_factory, dist_info: _Dist, sto
                 "or choose another output directory"
             )
         checkpoint = load_checkpoint(ckpt_path, map_location="cpu")
+    elif resume and not (out / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"cannot resume: {out} holds no run (no {CONFIG_NAME}); check the path, or drop "
+                                "--resume (resume=False) to start a new run there")
+    elif not resume and out.is_dir() and any(out.iterdir()):
+        what = (f"a run killed before its first checkpoint ({CONFIG_NAME}); pass --resume to restart it"
+                if (out / CONFIG_NAME).is_file() else "files that are not a run; choose a new or empty directory")
+        raise FileExistsError(f"{out} is not empty: it holds {what} (pretraining never overwrites files it did "
+                              "not write)")
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
+        for orphan in remove_orphaned_temp_files(out):
+            print(f"[gca] removed {orphan.name}, left by a killed process", file=sys.stderr)
 
     # ---- data -------------------------------------------------------------------------------
     dataset = _load_training_data(config)
@@ -614,7 +733,17 @@ def _pretrain(config, out, resume, progress, loss_factory, dist_info: _Dist, sto
             metrics_path.write_text("")
     epoch_records = [r for r in read_metrics(out, "epoch")] if (is_main and checkpoint is not None) else []
 
+    def write_summary() -> None:
+        _json_dump(
+            {"method": config.loss.method, "epochs": tcfg.epochs, "final_loss": epoch_records[-1]["loss"]
+             if epoch_records else None, "steps": total_steps, "resumed_from_epoch": resumed_from,
+             "config_hash": run_config_hash(config)},
+            out / SUMMARY_NAME,
+        )
+
     if checkpoint is not None and checkpoint.get("finished"):
+        if is_main and not (out / SUMMARY_NAME).is_file():  # killed between the last checkpoint and the summary
+            write_summary()
         return PretrainResult(out, model, epoch_records, resumed_from)
 
     def log(record: dict) -> None:
@@ -665,8 +794,9 @@ def _pretrain(config, out, resume, progress, loss_factory, dist_info: _Dist, sto
                 try:
                     loss_value = stepper.step(views(x, aug_gen), step, target)
                 except FloatingPointError as exc:
-                    raise FloatingPointError(f"{exc} (epoch {epoch}, lr={lr:.4g}); lower optim.lr, check "
-                                             "loss.hparams (e.g. a larger epsilon) or disable train.amp") from None
+                    raise FloatingPointError(f"non-finite loss at step {step} (epoch {epoch}, lr {lr:.4g}): lower "
+                                             "optim.lr, check loss.hparams (e.g. a larger epsilon) or disable "
+                                             f"train.amp [{exc}]") from None
                 loss_value = _all_reduce_mean(loss_value, dist_info, device)
                 loss_sum += loss_value
                 bar.update(1)
@@ -692,12 +822,7 @@ def _pretrain(config, out, resume, progress, loss_factory, dist_info: _Dist, sto
 
     finished = bool(epoch_records) and epoch_records[-1]["epoch"] + 1 == tcfg.epochs
     if is_main and finished:
-        _json_dump(
-            {"method": config.loss.method, "epochs": tcfg.epochs, "final_loss": epoch_records[-1]["loss"]
-             if epoch_records else None, "steps": total_steps, "resumed_from_epoch": resumed_from,
-             "config_hash": run_config_hash(config)},
-            out / SUMMARY_NAME,
-        )
+        write_summary()
     return PretrainResult(out, model, epoch_records, resumed_from)
 
 
@@ -710,12 +835,13 @@ def load_run(run_dir: str | os.PathLike, *, map_location: Any = "cpu", require_f
     cfg_path = run / CONFIG_NAME
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{run} is not a run directory (no {CONFIG_NAME}); create one with 'gca pretrain'")
-    config = config_from_dict(json.loads(cfg_path.read_text()))
+    config = config_from_dict(read_json_file(cfg_path, "the run's configuration"))
     ckpt = load_checkpoint(run / CHECKPOINT_NAME, map_location=map_location)
     if require_finished and not ckpt.get("finished"):
         raise RuntimeError(
             f"run {run} stopped after epoch {ckpt['epoch']} of {config.train.epochs}; finish it with "
-            f"'gca pretrain --resume --out {run}' (or pass require_finished=False)"
+            f"'gca pretrain --resume --out {run}', or evaluate it as it is with 'gca evaluate --allow-unfinished' "
+            "(require_finished=False)"
         )
     m = config.model
     model = build_model(
