@@ -74,6 +74,8 @@ __all__ = [
     "AlignmentOverflowError",
     "Alignment",
     "alignment",
+    "FAST_PATH",
+    "fast_path_enabled",
     "simclr_loss",
     "ince_loss",
     "rince_loss",
@@ -119,6 +121,22 @@ _IMPLICIT_RINCE = (
     "the potentials f, g_prev themselves, and the balanced fixed point only fixes them up to the "
     "shift (f + c, g − c), whose gradient component the implicit mode drops; use grad='unrolled' "
     "(exact) or 'detach'")
+
+
+#: Where :func:`alignment` runs its iterated constraints on the synchronisation-free fast path:
+#: ``"auto"`` (CUDA devices), ``"on"`` (every device; the tests use it on the CPU) or ``"off"``.
+#: The environment variable ``GCA_FAST_PATH`` (auto / on / off) overrides it.
+FAST_PATH = "auto"
+
+
+def fast_path_enabled(device: torch.device) -> bool:
+    """Whether :func:`alignment` uses the fast path on ``device`` (see :data:`FAST_PATH`)."""
+    import os
+
+    mode = os.environ.get("GCA_FAST_PATH", "").strip().lower() or FAST_PATH
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"GCA_FAST_PATH / gca.losses.FAST_PATH = {mode!r}: use auto, on or off")
+    return mode == "on" or (mode == "auto" and device.type == "cuda")
 
 
 class AlignmentOverflowError(OverflowError, ValueError):
@@ -376,7 +394,7 @@ class _ScaledCost:
 
 
 def _scaled_similarity(z1: Tensor, z2: Tensor, layout: str, cost: str, epsilon: float,
-                       as_log_kernel: bool):
+                       as_log_kernel: bool, defer_checks: bool = False):
     r"""Normalised embeddings → (``Ĉ = C/ε`` or ``log K = −Ĉ`` with excluded self-pairs,
     ``Ĉ_iπ(i)`` of shape ``(N,)``, ``π``).
 
@@ -384,7 +402,11 @@ def _scaled_similarity(z1: Tensor, z2: Tensor, layout: str, cost: str, epsilon: 
     similarities of the layout (paper §2)."""
     _check_epsilon_for_dtype(epsilon, z1.dtype)
     s1, s2 = z1.detach().abs().amax(dim=1), z2.detach().abs().amax(dim=1)
-    _check_finite_norms(s1, s2)
+    if defer_checks:  # read by the caller once, with its other checks
+        ok = torch.isfinite(s1).all() & torch.isfinite(s2).all() & (s1 > 0).all() & (s2 > 0).all()
+    else:
+        _check_finite_norms(s1, s2)
+        ok = None
     h1, h2 = _unit_rows(z1, s1), _unit_rows(z2, s2)
     batch = z1.shape[0]
     offset = 1.0 / epsilon if cost == "cosine_distance" else 0.0  # C/ε = offset − S/ε
@@ -404,7 +426,7 @@ def _scaled_similarity(z1: Tensor, z2: Tensor, layout: str, cost: str, epsilon: 
     if layout == "joint":
         mat = mat.fill_diagonal_(-math.inf if as_log_kernel else math.inf)  # self-pairs: K_ii = 0
     pi = _plans.positive_index(batch, layout, device=z1.device)
-    return _ScaledCost(mat, as_log_kernel), pos_hat, pi
+    return _ScaledCost(mat, as_log_kernel), pos_hat, pi, ok
 
 
 def _resolve_target(target: TargetLike, batch: int, layout: str, ref: Tensor) -> Optional[Tensor]:
@@ -420,7 +442,7 @@ def _resolve_target(target: TargetLike, batch: int, layout: str, ref: Tensor) ->
 
 
 def _solve(cost: _ScaledCost, pos_hat: Tensor, pi: Tensor, *, epsilon: float, constraint: str,
-           n_iter: int, rho, mass: str, grad: str, want_row_lse: bool = False):
+           n_iter: int, rho, mass: str, grad: str, want_row_lse: bool = False, unchecked: bool = False):
     """Dimensionless potentials ``(f/ε, g/ε, g_prev/ε, row_lse, solver result)`` of the constraint
     set; ``row_lse_i = log Σ_j exp(g_j/ε − C_ij/ε)`` (the final plan's row normaliser over ``u``)
     when ``want_row_lse``, else None.
@@ -438,17 +460,22 @@ def _solve(cost: _ScaledCost, pos_hat: Tensor, pi: Tensor, *, epsilon: float, co
         ce = F.cross_entropy(cost.log_kernel, pi, reduction="none")
         lse = ce - pos_hat
         zeros = torch.zeros(n, dtype=ref.dtype, device=ref.device)
-        return log_mu - lse, zeros, zeros, (lse if want_row_lse else None), None
+        return log_mu - lse, zeros, zeros, (lse if want_row_lse else None), None, None
     from . import ot  # lazily: the row-only losses do not need the solver module
 
     a = torch.full((n,), math.exp(log_mu), dtype=ref.dtype, device=ref.device)
+    if unchecked:  # the GPU fast path: Ĉ's finite entries span at most 2/ε (cosines in [−1, 1])
+        rho_pair = (math.inf, math.inf) if constraint == "balanced" else (rho[0] / epsilon, rho[1] / epsilon)
+        res, solved = ot._solve_unchecked(cost.c, a, a, epsilon=1.0, rho_pair=rho_pair, max_iter=n_iter, grad=grad,
+                                          return_row_lse=want_row_lse, range_bound=2.0 * (1 + 1e-3) / epsilon)
+        return res.f, res.g, res.g_prev, (res.row_lse if want_row_lse else None), res, solved
     extra = {"return_row_lse": True} if want_row_lse else {}
     if constraint == "balanced":
         res = ot.sinkhorn(cost.c, a, a, epsilon=1.0, max_iter=n_iter, tol=0.0, grad=grad, **extra)
     else:
         res = ot.sinkhorn_unbalanced(cost.c, a, a, epsilon=1.0, rho=(rho[0] / epsilon, rho[1] / epsilon),
                                      max_iter=n_iter, tol=0.0, grad=grad, **extra)
-    return res.f, res.g, res.g_prev, (res.row_lse if want_row_lse else None), res
+    return res.f, res.g, res.g_prev, (res.row_lse if want_row_lse else None), res, None
 
 
 def _log_positive_weight(cost: _ScaledCost, pos_hat, h, pi, target):
@@ -582,6 +609,25 @@ def alignment(
     >>> bool(torch.isclose(res.loss, gca_ince_loss(z1, z2, epsilon=0.5, n_iter=10)))
     True
     """
+    kwargs = dict(epsilon=epsilon, layout=layout, cost=cost, constraint=constraint, n_iter=n_iter, rho=rho, mass=mass,
+                  kl_weight=kl_weight, kl_on_rows=kl_on_rows, rince_weight=rince_weight,
+                  rince_potential=rince_potential, lam=lam, q=q, uniformity_weight=uniformity_weight, target=target,
+                  grad=grad, gather=gather)
+    if not gather and constraint != "rows" and isinstance(z1, Tensor) and fast_path_enabled(z1.device):
+        try:
+            out = _alignment(z1, z2, fast=True, **kwargs)
+        except (ValueError, ArithmeticError):  # e.g. a RINCE term of NaN embeddings: the checked path names it
+            out = None
+        if out is not None:
+            return out
+    return _alignment(z1, z2, fast=False, **kwargs)
+
+
+def _alignment(z1, z2, *, fast: bool, epsilon, layout, cost, constraint, n_iter, rho, mass, kl_weight, kl_on_rows,
+               rince_weight, rince_potential, lam, q, uniformity_weight, target, grad, gather) -> Optional[Alignment]:
+    """:func:`alignment`'s body. ``fast``: the solver runs without host synchronisation and every
+    check is folded into one flag read at the end; ``None`` when it fails (the caller then redoes
+    the problem on the checked path, which names the cause or falls back to the log domain)."""
     _check_views(z1, z2)
     epsilon = _check_epsilon(epsilon)
     layout = _check_layout(layout)
@@ -628,13 +674,14 @@ def alignment(
         # the generalised KL's mass terms Σ_j (P_ij − T_ij) average to 0 over the rows exactly when
         # the plan has total mass N (row-only or balanced projections with μ = ν = 1_N)
         mass_terms = constraint == "unbalanced" or mass == "probability"
-        c, pos_hat, pi = _scaled_similarity(z1, z2, layout, cost, epsilon, as_log_kernel=rows_only)
+        c, pos_hat, pi, ok = _scaled_similarity(z1, z2, layout, cost, epsilon, as_log_kernel=rows_only,
+                                                defer_checks=fast)
         ref = c._lk if rows_only else c._c
         tgt = _resolve_target(target, batch, layout, ref)
-        fh, gh, gph, row_lse, solver = _solve(
+        fh, gh, gph, row_lse, solver, solved = _solve(
             c, pos_hat, pi, epsilon=epsilon, constraint=constraint, n_iter=1 if rows_only else n_iter,
             rho=rho, mass=mass, grad=grad,
-            want_row_lse=kl_weight > 0 and (kl_on_rows or mass_terms))
+            want_row_lse=kl_weight > 0 and (kl_on_rows or mass_terms), unchecked=fast)
 
         per_anchor = torch.zeros_like(fh)
         terms: dict[str, Tensor] = {}
@@ -663,6 +710,8 @@ def alignment(
             terms["uniformity"], uni_i = _uniformity(c.c, fh, gh, pi, layout)
             loss = loss + uniformity_weight * terms["uniformity"]
             per_anchor = per_anchor + uniformity_weight * uni_i
+        if fast and not bool(ok & solved & torch.isfinite(loss)):  # the one host synchronisation
+            return None
 
     return Alignment(loss=loss, per_anchor=per_anchor, terms=terms, scaled_cost=c,
                      f=fh * epsilon, g=gh * epsilon, g_prev=gph * epsilon, epsilon=epsilon,

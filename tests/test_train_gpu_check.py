@@ -68,7 +68,7 @@ def test_gpu_campaign_dry_run_end_to_end_and_resumes(tmp_path):
     assert report["dry_run"] and report["commit"] == "abc123" and not report.get("errors")
     assert set(report["stages"]) == {"cost", "step", "train"}
     for size in report["stages"]["cost"]["sizes"].values():
-        assert set(size["fwd_bwd_ms"]) == {"ince", "gca-ince", "gca-uot"}
+        assert set(size["fwd_bwd_ms"]) == {"ince", "gca-ince", "gca-uot", "gca-ince/checked", "gca-uot/checked"}
         assert all(v > 0 for v in size["fwd_bwd_ms"].values())
     train = report["stages"]["train"]
     assert train["epochs"] >= 1 and set(train["methods"]) == {"ince", "gca-ince", "gca-uot"}
