@@ -55,6 +55,7 @@ __all__ = [
     "glue_figure",
     "toc_notebooks",
     "execute_notebooks",
+    "hide_injected_parameters",
     "vendor_mathjax",
     "check_offline_html",
     "execution_report_markdown",
@@ -252,6 +253,26 @@ def _clear_figures(figure_dir: Path, notebook: str) -> None:
             sidecar.unlink()
 
 
+def hide_injected_parameters(path: str | os.PathLike) -> int:
+    """Tag papermill's injected ``# Parameters`` cell of an executed notebook ``remove-cell``.
+
+    The page then shows the notebook's own parameters cell once (the values a run used are in
+    the execution report). Returns the number of cells tagged.
+    """
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    count = 0
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+            count += 1
+    if count:
+        nbformat.write(nb, str(path))
+    return count
+
+
 def execute_notebooks(
     profile: str,
     *,
@@ -333,6 +354,8 @@ def execute_notebooks(
         except Exception as exc:  # kernel died, timeout, bad notebook: report, keep going
             status, error = "error", f"{type(exc).__name__}: {exc}"
         seconds = round(time.perf_counter() - t0, 2)
+        if out.is_file():
+            hide_injected_parameters(out)
         print(f"[gca.book]   {status} in {seconds:.1f} s" + (f": {error}" if error else ""), flush=True)
         prov = collect_provenance(seed=seed)
         reports.append({"notebook": nb, "executed": str(out.relative_to(root)), "parameters": parameters,

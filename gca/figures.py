@@ -189,12 +189,16 @@ def save_figure(
                 f"figure_id={figure_id!r} is already used by {previous!r}: identifiers are unique "
                 f"across the book; choose another id (or delete the stale {sidecar})"
             )
+    from matplotlib import rc_context
+
     files: dict[str, Path] = {}
     for fmt in formats:
         path = out / f"{figure_id}.{fmt}"
         # Fixed metadata so that identical figures give identical files (no creation date).
         metadata = {"Software": None} if fmt == "png" else ({"Date": None} if fmt == "svg" else {"CreationDate": None})
-        fig.savefig(path, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
+        # A fixed salt for the SVG element ids (random per process otherwise): the same figure, the same bytes.
+        with rc_context({"svg.hashsalt": f"gca-{figure_id}"}):
+            fig.savefig(path, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
         files[fmt] = path
 
     record = collect_provenance(

@@ -123,3 +123,38 @@ def test_figure_index_lists_provenance_and_citation(fig, tmp_path):
     assert "{numref}" not in unlabelled and "**Shown in:** {doc}`/build/notebooks/02_sinkhorn_vs_pot`" in unlabelled
     assert write_figure_index(tmp_path, out, image_prefix="x", notebooks=["notebooks/other.ipynb"]) == []
     assert "No figure" in out.read_text()
+
+
+def test_svg_is_byte_reproducible_across_processes(tmp_path):
+    # matplotlib salts SVG element ids randomly per process unless svg.hashsalt is fixed
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt\n"
+        "from gca.figures import save_figure\n"
+        "f, ax = plt.subplots(figsize=(3, 2)); ax.plot([0, 1, 2], [2, 0, 1]); ax.set_title('t')\n"
+        f"save_figure(f, 'same', notebook={NB!r}, parameters={{}}, seed=0, directory=sys.argv[1], formats=('svg',))\n"
+    )
+    for d in ("a", "b"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / d)], check=True, timeout=120)
+    for ext in ("svg", "png"):
+        assert (tmp_path / "a" / f"same.{ext}").read_bytes() == (tmp_path / "b" / f"same.{ext}").read_bytes(), ext
+
+
+def test_injected_parameters_cell_is_hidden(tmp_path):
+    import nbformat
+
+    from gca.book import hide_injected_parameters
+
+    nb = nbformat.v4.new_notebook()
+    own = nbformat.v4.new_code_cell("profile = 'default'")
+    own.metadata["tags"] = ["parameters"]
+    injected = nbformat.v4.new_code_cell("# Parameters\nprofile = 'smoke'")
+    injected.metadata["tags"] = ["injected-parameters"]
+    nb.cells = [own, injected, nbformat.v4.new_code_cell("x = 1")]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, str(path))
+    assert hide_injected_parameters(path) == 1 and hide_injected_parameters(path) == 0
+    tags = [c.metadata.get("tags", []) for c in nbformat.read(str(path), as_version=4).cells]
+    assert tags == [["parameters"], ["injected-parameters", "remove-cell"], []]
