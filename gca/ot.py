@@ -1365,7 +1365,7 @@ def _differentiable_result(tr, C, Cf, af, bf, a_, b_, eps, rho_pair, grad, needs
 def _solve_unchecked(cost: Tensor, a: Tensor, b: Tensor, *, epsilon: float, rho_pair: tuple[float, float],
                      max_iter: int, grad: str, return_row_lse: bool, range_bound: float
                      ) -> tuple[SinkhornResult, Tensor]:
-    """Fixed-iteration solve of one ``(n, m)`` problem without host synchronisation (the GPU fast path).
+    """Fixed-iteration solve of one ``(n, m)`` problem without host synchronisation (the losses' fast path).
 
     For callers that build valid inputs themselves (:func:`gca.losses.alignment`): no validation,
     and the kernel-domain rule decided from ``range_bound`` — an upper bound on the cost's finite
