@@ -51,7 +51,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -100,6 +99,8 @@ VARIANTS = (("ince", "on"), ("gca-ince", "on"), ("gca-uot", "on"), ("gca-ince/ch
 
 
 def stage_cost(dev: torch.device, sz: dict) -> dict:
+    import gpu_check
+
     from gca import losses as gl
 
     out = {"dim": sz["dim"], "rounds": sz["cost_rounds"], "sizes": {}}
@@ -110,25 +111,9 @@ def stage_cost(dev: torch.device, sz: dict) -> dict:
         z1 = torch.randn(n_rows // 2, sz["dim"], generator=g)
         z2 = (z1 + 0.5 * torch.randn(n_rows // 2, sz["dim"], generator=g)).to(dev)
         z1 = z1.to(dev)
-        times = {m: [] for m in losses}
-        peak = {}
-        for r in range(2 + sz["cost_rounds"]):  # two warm-up rounds, then interleaved
-            for m in losses:
-                gl.FAST_PATH = modes[m]
-                a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
-                if dev.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(dev)
-                    base = torch.cuda.memory_allocated(dev)
-                _sync(dev)
-                t0 = time.perf_counter()
-                losses[m](a, b).backward()
-                _sync(dev)
-                if r >= 2:
-                    times[m].append(time.perf_counter() - t0)
-                if dev.type == "cuda":
-                    peak[m] = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
+        med, peak = gpu_check.time_losses(dev, losses, z1, z2, rounds=sz["cost_rounds"],
+                                          before=lambda m: setattr(gl, "FAST_PATH", modes[m]))
         gl.FAST_PATH = "on"
-        med = {m: statistics.median(t) for m, t in times.items()}
         out["sizes"][str(n_rows)] = {
             "n_rows": n_rows, "fwd_bwd_ms": {m: 1e3 * v for m, v in med.items()},
             "ratio_to_ince": {m: med[m] / med["ince"] for m in losses},

@@ -101,6 +101,31 @@ def check_amp_steps(dev: torch.device, *, backbone: str, batch: int, image_size:
     return out
 
 
+def time_losses(dev: torch.device, losses: dict, z1, z2, *, rounds: int, warmup: int = 2, before=None):
+    """Median forward+backward seconds of each loss (interleaved rounds) and its peak extra memory (MiB, CUDA).
+
+    ``before(name)``, if given, runs before each call (e.g. to switch a code path)."""
+    times = {n: [] for n in losses}
+    peak = {}
+    for r in range(warmup + rounds):
+        for n, fn in losses.items():
+            if before is not None:
+                before(n)
+            a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+                base = torch.cuda.memory_allocated(dev)
+            _sync(dev)
+            t0 = time.perf_counter()
+            fn(a, b).backward()
+            _sync(dev)
+            if r >= warmup:
+                times[n].append(time.perf_counter() - t0)
+            if dev.type == "cuda":
+                peak[n] = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
+    return {n: statistics.median(t) for n, t in times.items()}, peak
+
+
 def loss_cost(dev: torch.device, *, n_rows: int, dim: int, rounds: int, warmup: int = 2) -> dict:
     """Forward+backward time and peak memory of each loss at ``n_rows`` rows (joint layout), vs INCE."""
     from gca.losses import LOSS_NAMES, make_loss
@@ -110,24 +135,7 @@ def loss_cost(dev: torch.device, *, n_rows: int, dim: int, rounds: int, warmup: 
     z1 = torch.randn(batch, dim, generator=g).to(dev)
     z2 = (z1.cpu() + 0.5 * torch.randn(batch, dim, generator=g)).to(dev)
     names = ("ince",) + tuple(n for n in LOSS_NAMES if n != "ince")
-    losses = {n: make_loss(n).to(dev) for n in names}
-    times = {n: [] for n in names}
-    peak = {}
-    for r in range(warmup + rounds):
-        for n in names:
-            a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
-            if dev.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(dev)
-                base = torch.cuda.memory_allocated(dev)
-            _sync(dev)
-            t0 = time.perf_counter()
-            losses[n](a, b).backward()
-            _sync(dev)
-            if r >= warmup:
-                times[n].append(time.perf_counter() - t0)
-            if dev.type == "cuda":
-                peak[n] = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
-    med = {n: statistics.median(t) for n, t in times.items()}
+    med, peak = time_losses(dev, {n: make_loss(n).to(dev) for n in names}, z1, z2, rounds=rounds, warmup=warmup)
     return {"n_rows": n_rows, "dim": dim, "rounds": rounds, "fwd_bwd_s": med,
             "ratio_to_ince": {n: med[n] / med["ince"] for n in names},
             "peak_extra_memory_mib": peak or None}
