@@ -247,3 +247,21 @@ def test_mathjax_is_vendored_from_pypi_without_node(tmp_path, monkeypatch):
     assert (entry.parent / "output" / "chtml").is_dir() or (entry.parent / "output" / "svg").is_dir()
     assert book.vendor_mathjax(tmp_path) == entry  # second call: already there, nothing copied
     assert "npm" not in inspect.getsource(book.vendor_mathjax)
+
+
+def test_bibliography_labels_are_author_year():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    import gca_sphinx
+    from pybtex.database import parse_file
+    from pybtex.plugin import find_plugin
+
+    assert CONFIG["sphinx"]["config"]["bibtex_default_style"] == "authoryear"
+    assert CONFIG["sphinx"]["config"]["bibtex_reference_style"] == "author_year"
+    gca_sphinx._register_author_year_style()
+    style = find_plugin("pybtex.style.formatting", "authoryear")()
+    labels = {e.key: e.label for e in style.format_entries(parse_file(ROOT / "book" / "references.bib").entries.values())}
+    assert labels["chen2024gca"] == "Chen et al., 2024" and labels["cuturi2013sinkhorn"] == "Cuturi, 2013"
+    assert labels["peyre2019computational"] == "Peyré and Cuturi, 2019"  # LaTeX accents decoded
+    assert len(set(labels.values())) == len(labels), "two entries share a label"

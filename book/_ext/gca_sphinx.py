@@ -59,7 +59,55 @@ def _skip_documented_fields(app, what, name, obj, skip, options):
     return None
 
 
+def _person_last_name(person) -> str:
+    """A bibliography person's last name as plain text (LaTeX accents decoded, braces dropped)."""
+    import latexcodec  # noqa: F401 - registers the "latex" codec
+
+    raw = " ".join(person.prelast_names + person.last_names)
+    try:
+        raw = raw.encode("utf-8").decode("latex")
+    except (UnicodeError, ValueError):
+        pass
+    return raw.replace("{", "").replace("}", "")
+
+
+def author_year_label(entry) -> str:
+    """``Cuturi, 2013`` / ``Peyré and Cuturi, 2019`` / ``Chen et al., 2024``: the label of ``entry``
+    in the bibliography, as the text cites it (``bibtex_reference_style: author_year``)."""
+    persons = entry.persons.get("author") or entry.persons.get("editor") or []
+    names = [_person_last_name(p) for p in persons]
+    if not names:
+        who = entry.fields.get("organization") or entry.key
+    elif len(names) == 1:
+        who = names[0]
+    elif len(names) == 2:
+        who = f"{names[0]} and {names[1]}"
+    else:
+        who = f"{names[0]} et al."
+    return f"{who}, {entry.fields.get('year', 'n.d.')}"
+
+
+def _register_author_year_style() -> None:
+    """pybtex style ``authoryear``: the plain style with author–year labels (not [1], [2], ...)."""
+    from pybtex.plugin import register_plugin
+    from pybtex.style.formatting.plain import Style as PlainStyle
+    from pybtex.style.labels import BaseLabelStyle
+
+    class AuthorYearLabels(BaseLabelStyle):
+        def format_labels(self, sorted_entries):
+            for entry in sorted_entries:
+                yield author_year_label(entry)
+
+    class AuthorYearStyle(PlainStyle):
+        default_label_style = "authoryear"
+        default_sorting_style = "author_year_title"
+
+    register_plugin("pybtex.style.labels", "authoryear", AuthorYearLabels, force=True)
+    register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle, force=True)
+
+
 def setup(app):
+    _register_author_year_style()
     app.connect("config-inited", _drop_thebe, priority=900)
     # Before napoleon's handler (default priority 500).
     app.connect("autodoc-process-docstring", _prose_attribute_docstrings, priority=400)
