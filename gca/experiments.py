@@ -1439,8 +1439,44 @@ def saved_tensor_bytes(method: str, *, n_pairs: int = 256, dim: int = 128, seed:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         a, b = z.chunk(2)
         loss = make_loss(method, **hparams)(a, b)
+    # A custom autograd.Function may also keep tensors as attributes of its context (the unrolled
+    # solver keeps its kernel and per-step records there), which the hooks above do not see.
+    for held in _tensors_held_by_contexts(loss.grad_fn):
+        pack(held)
     loss.backward()
     return total
+
+
+def _tensors_held_by_contexts(root) -> list:
+    """Tensors reachable from the Python attributes of the custom-Function nodes of an autograd graph."""
+    import torch
+
+    out, stack, visited = [], [root], set()
+
+    def collect(obj, depth):
+        if isinstance(obj, torch.Tensor):
+            out.append(obj)
+        elif depth < 4 and isinstance(obj, (list, tuple)):
+            for x in obj:
+                collect(x, depth + 1)
+        elif depth < 4 and isinstance(obj, dict):
+            for x in obj.values():
+                collect(x, depth + 1)
+        elif depth < 4 and hasattr(obj, "__dict__") and not isinstance(obj, type) and type(obj).__module__.startswith("gca"):
+            for x in vars(obj).values():
+                collect(x, depth + 1)
+
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in visited:
+            continue
+        visited.add(id(node))
+        if isinstance(node, torch.autograd.function.BackwardCFunction):
+            for name, value in vars(node).items():
+                if not name.startswith("_"):
+                    collect(value, 0)
+        stack.extend(fn for fn, _ in node.next_functions)
+    return out
 
 
 #: Exit status of ``one`` when another process holds the run's claim (not a failure).

@@ -303,6 +303,10 @@ def test_saved_tensor_bytes_orders_gradient_modes():
     unrolled = ex.saved_tensor_bytes("gca-ince", n_pairs=64, grad="unrolled")
     detach = ex.saved_tensor_bytes("gca-ince", n_pairs=64, grad="detach")
     assert unrolled > 0 and detach > 0 and detach <= unrolled
+    # the unrolled solver keeps its kernel on the autograd context (not via save_for_backward):
+    # counted, it is at least one N x N float32 matrix more than the detached plan
+    n = 2 * 64
+    assert unrolled - detach >= 4 * n * n
 
 
 # ------------------------------------------------------------------------------------------------
