@@ -56,6 +56,8 @@ __all__ = [
     "toc_notebooks",
     "execute_notebooks",
     "hide_injected_parameters",
+    "list_figures",
+    "regenerate_figure",
     "vendor_mathjax",
     "check_offline_html",
     "execution_report_markdown",
@@ -253,6 +255,82 @@ def _clear_figures(figure_dir: Path, notebook: str) -> None:
             sidecar.unlink()
 
 
+def _kernel_environment(figure_dir: Path) -> None:
+    """The environment the notebook kernels inherit (the book's executions and :func:`regenerate_figure`)."""
+    os.environ["GCA_FIGURE_DIR"] = str(figure_dir)
+    # Kernels must render figures inline (glue stores their PNG), even where the shell exports
+    # MPLBACKEND=Agg (as CI does): a non-inline backend would glue "<Figure ...>" text instead.
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    os.environ["TQDM_DISABLE"] = "1"  # progress bars would only clutter the pages
+    # tqdm.auto warns at import in a kernel without ipywidgets ("IProgress not found"): noise on
+    # every page, unrelated to the results; every other warning stays visible.
+    quiet_tqdm = "ignore:IProgress not found:Warning"
+    if quiet_tqdm not in os.environ.get("PYTHONWARNINGS", ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(w for w in (os.environ.get("PYTHONWARNINGS"), quiet_tqdm) if w)
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    # Idle OpenMP threads sleep instead of spinning: on a shared or small machine spinning threads
+    # make small torch ops many times slower (and the speed tables meaningless).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def list_figures(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """The book's figures (sidecars under ``build/figures``): id, notebook, title, files and inputs."""
+    from gca.figures import read_sidecars
+
+    root = _find_root(root)
+    folder = root / EXECUTED_DIR / "figures"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no figures in {folder}: build the book first (make book, or make smoke-book)")
+    return read_sidecars(folder)
+
+
+def regenerate_figure(figure_id: str, *, root: str | os.PathLike | None = None,
+                      out_dir: str | os.PathLike | None = None, kernel_name: str = "python3") -> dict[str, Any]:
+    """Redraw one figure of the book and compare it, byte for byte, with the published files.
+
+    Re-executes the notebook that made ``figure_id`` with the parameters its sidecar records
+    (experiment notebooks in ``cached`` mode: from the cached results, nothing is retrained) into
+    ``out_dir`` (default: a new temporary folder), and returns ``{"figure_id", "notebook",
+    "out_dir", "seconds", "files": {fmt: {"published", "regenerated", "identical"}}, "identical"}``.
+    """
+    import tempfile
+
+    import papermill as pm
+
+    records = {r["figure_id"]: r for r in list_figures(root)}
+    if figure_id not in records:
+        raise ValueError(f"no figure {figure_id!r} in the built book; `gca figure --list` shows the ids")
+    root = _find_root(root)
+    rec = records[figure_id]
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix=f"gca-figure-{figure_id}-"))
+    out.mkdir(parents=True, exist_ok=True)
+    declared = set(pm.inspect_notebook(str(root / rec["notebook"])))  # the notebook's parameters cell
+    parameters = {k: v for k, v in dict(rec.get("parameters") or {}).items() if k in declared}
+    if "mode" in parameters:
+        parameters["mode"] = "cached"  # redraw from the cached results, never retrain
+    _check_kernel(kernel_name)
+    saved_env = dict(os.environ)
+    t0 = time.perf_counter()
+    try:
+        _kernel_environment(out)
+        src = root / rec["notebook"]
+        pm.execute_notebook(str(src), str(out / Path(rec["notebook"]).name), parameters=parameters,
+                            kernel_name=kernel_name, cwd=str(src.parent), progress_bar=False, log_output=False)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+    from gca.provenance import file_checksum
+
+    files = {}
+    for fmt, info in rec["files"].items():
+        new = out / info["name"]
+        digest = file_checksum(new) if new.is_file() else None
+        files[fmt] = {"published": info["sha256"], "regenerated": digest, "identical": digest == info["sha256"]}
+    return {"figure_id": figure_id, "notebook": rec["notebook"], "out_dir": str(out),
+            "seconds": round(time.perf_counter() - t0, 2), "files": files,
+            "identical": all(f["identical"] for f in files.values())}
+
+
 def hide_injected_parameters(path: str | os.PathLike) -> int:
     """Tag papermill's injected ``# Parameters`` cell of an executed notebook ``remove-cell``.
 
@@ -312,21 +390,7 @@ def execute_notebooks(
     reports_dir = build / "reports"
     figure_dir.mkdir(parents=True, exist_ok=True)
     reports_dir.mkdir(parents=True, exist_ok=True)
-    # Inherited by the kernels papermill starts.
-    os.environ["GCA_FIGURE_DIR"] = str(figure_dir)
-    # Kernels must render figures inline (glue stores their PNG), even where the shell exports
-    # MPLBACKEND=Agg (as CI does): a non-inline backend would glue "<Figure ...>" text instead.
-    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-    os.environ["TQDM_DISABLE"] = "1"  # progress bars would only clutter the pages
-    # tqdm.auto warns at import in a kernel without ipywidgets ("IProgress not found"): noise on
-    # every page, unrelated to the results; every other warning stays visible.
-    quiet_tqdm = "ignore:IProgress not found:Warning"
-    if quiet_tqdm not in os.environ.get("PYTHONWARNINGS", ""):
-        os.environ["PYTHONWARNINGS"] = ",".join(w for w in (os.environ.get("PYTHONWARNINGS"), quiet_tqdm) if w)
-    os.environ.setdefault("PYTHONHASHSEED", "0")
-    # Idle OpenMP threads sleep instead of spinning: on a shared or small machine spinning threads
-    # make small torch ops many times slower (and the speed tables meaningless).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _kernel_environment(figure_dir)
 
     reports = []
     for nb in notebooks:

@@ -8,6 +8,7 @@
     gca config --profile paper --method gca-ince       # print the resolved configuration
     gca profiles                                       # what each profile sets
     gca data list | gca data fetch cifar10 | gca data prepare cifar10
+    gca figure --list | gca figure standard-accuracy-by-method   # redraw one figure, check it byte for byte
 
 Options of the run configuration (:mod:`gca.config`) are set with dotted overrides, either as
 ``--set train.epochs=5`` or as bare ``train.epochs=5`` arguments; the common ones also have flags
@@ -83,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p, with_out=False)
 
     sub.add_parser("profiles", help="list the profiles and what they change")
+
+    p = sub.add_parser("figure", help="list the book's figures, or redraw one and check it byte for byte")
+    p.add_argument("figure_id", nargs="?", help="a figure id (see --list)")
+    p.add_argument("--list", action="store_true", help="list the figure ids with their notebooks and titles")
+    p.add_argument("--out", default=None, help="folder for the redrawn files (default: a new temporary folder)")
 
     p = sub.add_parser("data", help="list, fetch or prepare datasets")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -216,8 +222,27 @@ def _cmd_data(args) -> int:
     raise _UsageError(f"unknown data action {args.data_command!r}")  # pragma: no cover
 
 
+def _cmd_figure(args) -> int:
+    from gca.book import list_figures, regenerate_figure
+
+    if args.list or args.figure_id is None:
+        if not args.list:
+            raise _UsageError("give a figure id, or --list to see them")
+        for rec in list_figures():
+            inputs = len(rec.get("inputs") or [])
+            print(f"{rec['figure_id']:<36} {rec['notebook']:<40} {rec.get('title') or ''}"
+                  + (f" [{inputs} input files]" if inputs else ""))
+        return 0
+    result = regenerate_figure(args.figure_id, out_dir=args.out)
+    print(json.dumps(result, indent=1))
+    if not result["identical"]:
+        raise RuntimeError(f"figure {args.figure_id!r} redrawn in {result['out_dir']} differs from the book's copy "
+                           "(changed code or inputs since the book was built?)")
+    return 0
+
+
 _COMMANDS = {"pretrain": _cmd_pretrain, "evaluate": _cmd_evaluate, "config": _cmd_config,
-             "profiles": _cmd_profiles, "data": _cmd_data}
+             "profiles": _cmd_profiles, "data": _cmd_data, "figure": _cmd_figure}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -871,6 +871,7 @@ class Results:
     missing: list[tuple[RunSpec, str]] = field(default_factory=list)
     computed: int = 0
     reused: int = 0
+    paths: list[Path] = field(default_factory=list)  # the result file of each record (a figure's inputs)
 
     def by(self, experiment: str | None = None, method: str | None = None, tag: str | None = None) -> list[dict]:
         """Records of one experiment / method / tag (``None``: any)."""
@@ -907,6 +908,7 @@ def get_results(specs: Sequence[RunSpec], profile: str, *, mode: str | None = No
             record = None
         if record is not None:
             out.records.append(record)
+            out.paths.append(path)
             out.reused += 1
             continue
         if in_progress(path):
@@ -919,6 +921,7 @@ def get_results(specs: Sequence[RunSpec], profile: str, *, mode: str | None = No
         try:
             out.records.append(run_one(spec, profile, root=root, progress=progress,
                                        reuse_after=started if mode == "force" else None))
+            out.paths.append(path)
             out.computed += 1
         except RunClaimedError:
             out.missing.append((spec, "being computed by another process (see the study log)"))

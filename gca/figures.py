@@ -33,6 +33,7 @@ __all__ = [
     "FigureRecord",
     "default_figure_dir",
     "save_figure",
+    "describe_input",
     "read_sidecars",
     "figure_index_markdown",
     "write_figure_index",
@@ -100,6 +101,7 @@ def save_figure(
     directory: str | os.PathLike | None = None,
     dpi: int = 150,
     device: Any = None,
+    inputs: Iterable[str | os.PathLike] = (),
     **extra: Any,
 ) -> FigureRecord:
     """Save ``fig`` under a stable identifier with a provenance sidecar.
@@ -130,6 +132,10 @@ def save_figure(
         Resolution of the PNG.
     device : optional
         Device the numbers were computed on (recorded; default: CUDA if available, else CPU).
+    inputs : iterable of paths
+        The files the figure plots (e.g. the cached result JSONs of :mod:`gca.experiments`): the
+        sidecar lists each with its sha256 and, for a result file, the commit (and dirty flag)
+        of the code that computed it, read from its provenance.
     **extra
         Further JSON-serialisable fields for the sidecar (e.g. ``profile="smoke"``).
 
@@ -216,10 +222,33 @@ def save_figure(
         "caption": caption,
         **record,
         "files": {fmt: {"name": p.name, "sha256": file_checksum(p)} for fmt, p in files.items()},
+        "inputs": [describe_input(p) for p in inputs],
         **extra,
     }
     sidecar.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
     return FigureRecord(figure_id=figure_id, files=files, sidecar=sidecar, provenance=record)
+
+
+def describe_input(path: str | os.PathLike) -> dict[str, Any]:
+    """``{"path", "sha256", "git_commit", "git_dirty"}`` of one input file of a figure (path relative
+    to the repository root where possible; commit and dirty flag from a result file's provenance)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"figure input {str(path)!r} is not a file; pass the result files the figure plots")
+    root = Path(__file__).resolve().parent.parent
+    try:
+        shown = str(path.resolve().relative_to(root))
+    except ValueError:
+        shown = str(path)
+    out: dict[str, Any] = {"path": shown, "sha256": file_checksum(path), "git_commit": None, "git_dirty": None}
+    if path.suffix == ".json":
+        try:
+            prov = json.loads(path.read_text()).get("provenance", {})
+        except (json.JSONDecodeError, AttributeError):
+            prov = {}
+        if isinstance(prov, dict):
+            out["git_commit"], out["git_dirty"] = prov.get("git_commit"), prov.get("git_dirty")
+    return out
 
 
 def read_sidecars(directory: str | os.PathLike) -> list[dict]:

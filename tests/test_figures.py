@@ -158,3 +158,64 @@ def test_injected_parameters_cell_is_hidden(tmp_path):
     assert hide_injected_parameters(path) == 1 and hide_injected_parameters(path) == 0
     tags = [c.metadata.get("tags", []) for c in nbformat.read(str(path), as_version=4).cells]
     assert tags == [["parameters"], ["injected-parameters", "remove-cell"], []]
+
+
+@pytest.fixture
+def restore_environ():
+    import os
+
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def _redraw(figure_id, notebook, tmp_path, capsys):
+    from gca import book
+    from gca.cli import main
+
+    reports = book.execute_notebooks("smoke", notebooks=[notebook])
+    assert reports[0]["status"] == "ok", reports
+    assert main(["figure", "--list"]) == 0
+    assert figure_id in capsys.readouterr().out
+    assert main(["figure", figure_id, "--out", str(tmp_path)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["identical"] and set(result["files"]) == {"png", "svg"}
+    return result
+
+
+def test_gca_figure_redraws_a_derivation_figure_byte_identical(tmp_path, capsys, restore_environ):
+    result = _redraw("sinkhorn-float32-stability", "notebooks/02_sinkhorn_vs_pot.ipynb", tmp_path, capsys)
+    assert result["seconds"] < 60
+
+
+@pytest.mark.slow
+def test_gca_figure_redraws_an_experiment_figure_from_cached_results(tmp_path, capsys, restore_environ):
+    # notebook 07 at the smoke profile computes its four runs once; the redraw reads them (cached mode)
+    result = _redraw("gca-ince-ablations", "notebooks/07_ablations.ipynb", tmp_path, capsys)
+    assert result["seconds"] < 60
+    from gca.book import list_figures
+
+    rec = next(r for r in list_figures() if r["figure_id"] == "gca-ince-ablations")
+    assert rec["inputs"] and all(len(i["sha256"]) == 64 and i["git_commit"] for i in rec["inputs"])
+
+
+def test_gca_figure_unknown_id_is_one_line(capsys):
+    from gca.cli import main
+
+    status = main(["figure", "no-such-figure"])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "no-such-figure" in err or "build the book first" in err
+
+
+def test_sidecar_lists_input_files_with_their_commits(fig, tmp_path):
+    result = tmp_path / "r.json"
+    result.write_text(json.dumps({"provenance": {"git_commit": "abc", "git_dirty": False}, "metrics": {}}))
+    rec = save_figure(fig, "with-inputs", notebook=NB, parameters={}, seed=0, directory=tmp_path / "f",
+                      formats=(), inputs=[result])
+    (entry,) = rec.provenance["inputs"]
+    assert entry["sha256"] == file_checksum(result) and entry["git_commit"] == "abc" and entry["git_dirty"] is False
+    with pytest.raises(ValueError, match="not a file"):
+        save_figure(fig, "with-inputs", notebook=NB, parameters={}, seed=0, directory=tmp_path / "f",
+                    formats=(), inputs=[tmp_path / "missing.json"])
