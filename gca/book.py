@@ -57,6 +57,8 @@ __all__ = [
     "execute_notebooks",
     "hide_injected_parameters",
     "list_figures",
+    "write_include",
+    "citation_markdown",
     "regenerate_figure",
     "vendor_mathjax",
     "check_offline_html",
@@ -271,6 +273,43 @@ def _kernel_environment(figure_dir: Path) -> None:
     # Idle OpenMP threads sleep instead of spinning: on a shared or small machine spinning threads
     # make small torch ops many times slower (and the speed tables meaningless).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+#: Folder (under :data:`EXECUTED_DIR`) of the markdown snippets that pages include (``{include}``).
+INCLUDES_DIR = "includes"
+
+
+def write_include(name: str, markdown: str, root: str | os.PathLike | None = None) -> Path:
+    """Write ``build/includes/<name>.md`` (atomically) for a page to ``{include}`` — e.g. the claims
+    table of notebook 10 shown on the landing page. Returns the path."""
+    if not re.match(r"^[a-z0-9_-]+$", name or ""):
+        raise ValueError(f"include name {name!r} must be lower-case letters, digits, '_' or '-'")
+    root = _find_root(root)
+    path = root / EXECUTED_DIR / INCLUDES_DIR / f"{name}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(markdown.rstrip() + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def citation_markdown(root: str | os.PathLike | None = None) -> str:
+    """BibTeX of the book (from ``CITATION.cff``) and of the paper (from ``book/references.bib``)."""
+    import yaml
+
+    root = _find_root(root)
+    cff = yaml.safe_load((root / "CITATION.cff").read_text())
+    authors = " and ".join(a.get("name") or f"{a.get('family-names')}, {a.get('given-names')}" for a in cff["authors"])
+    from gca.provenance import collect_provenance
+
+    commit = collect_provenance().get("git_commit") or "unknown"
+    book = (f"@software{{gca_book,\n  title   = {{{cff['title']}}},\n  author  = {{{authors}}},\n"
+            f"  version = {{{cff['version']}}},\n  note    = {{commit {commit}}}\n}}")
+    bib = (root / "book" / "references.bib").read_text()
+    match = re.search(r"@\w+\{chen2024gca,.*?\n\}", bib, re.S)
+    paper = match.group(0) if match else "(entry chen2024gca missing from book/references.bib)"
+    return ("The paper:\n\n```bibtex\n" + paper + "\n```\n\nThis book and software (`CITATION.cff`):\n\n"
+            "```bibtex\n" + book + "\n```\n")
 
 
 def list_figures(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
@@ -554,6 +593,9 @@ def build_html(root: str | os.PathLike | None = None) -> Path:
                                  notebooks=notebooks, labels=_figure_labels(build, notebooks))
     print(f"[gca.book] figure index: {len(records)} figures", flush=True)
     (build / "execution_report.md").write_text(execution_report_markdown(root))
+    write_include("cite", citation_markdown(root), root)
+    if not (build / INCLUDES_DIR / "claims_short.md").is_file():
+        raise RuntimeError("build/includes/claims_short.md is missing: execute notebooks/10_claims.ipynb first")
     vendor_mathjax(root)
 
     html = root / "_build" / "html"

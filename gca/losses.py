@@ -65,6 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import fused as _fused
 from . import plans as _plans
 from .distributed import gather_with_grad
 
@@ -675,14 +676,24 @@ def _alignment(z1, z2, *, fast: bool, epsilon, layout, cost, constraint, n_iter,
         # the generalised KL's mass terms Σ_j (P_ij − T_ij) average to 0 over the rows exactly when
         # the plan has total mass N (row-only or balanced projections with μ = ν = 1_N)
         mass_terms = constraint == "unbalanced" or mass == "probability"
-        c, pos_hat, pi, ok = _scaled_similarity(z1, z2, layout, cost, epsilon, as_log_kernel=rows_only,
-                                                defer_checks=fast)
-        ref = c._lk if rows_only else c._c
-        tgt = _resolve_target(target, batch, layout, ref)
-        fh, gh, gph, row_lse, solver, solved = _solve(
-            c, pos_hat, pi, epsilon=epsilon, constraint=constraint, n_iter=1 if rows_only else n_iter,
-            rho=rho, mass=mass, grad=grad,
-            want_row_lse=kl_weight > 0 and (kl_on_rows or mass_terms), unchecked=fast)
+        want_row_lse = kl_weight > 0 and (kl_on_rows or mass_terms)
+        fused = None
+        if fast:  # the fused solver (gca.fused) where it applies, else the unchecked general solver
+            fused = _fused._potentials_for_alignment(
+                z1, z2, epsilon=epsilon, layout=layout, cost=cost, constraint=constraint, n_iter=n_iter, rho=rho,
+                mass=mass, grad=grad, target=target, uniformity_weight=uniformity_weight, want_row_lse=want_row_lse)
+        if fused is not None:
+            c, pos_hat, pi, fh, gh, gph, row_lse, solver = fused
+            tgt = None
+            ok = solved = torch.ones((), dtype=torch.bool, device=fh.device)
+        else:
+            c, pos_hat, pi, ok = _scaled_similarity(z1, z2, layout, cost, epsilon, as_log_kernel=rows_only,
+                                                    defer_checks=fast)
+            ref = c._lk if rows_only else c._c
+            tgt = _resolve_target(target, batch, layout, ref)
+            fh, gh, gph, row_lse, solver, solved = _solve(
+                c, pos_hat, pi, epsilon=epsilon, constraint=constraint, n_iter=1 if rows_only else n_iter,
+                rho=rho, mass=mass, grad=grad, want_row_lse=want_row_lse, unchecked=fast)
 
         per_anchor = torch.zeros_like(fh)
         terms: dict[str, Tensor] = {}

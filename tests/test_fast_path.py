@@ -44,8 +44,10 @@ def test_fast_path_equals_the_checked_path(monkeypatch, name, dtype):
 
     monkeypatch.setattr(ot, "_solve", checked_solver_called)
     fast = _run("on", monkeypatch, name, z1, z2)
+    # the fused solver (gca.fused) orders its floating-point operations differently: equal to rounding
+    tol = 1e-5 if dtype == torch.float32 else 1e-11
     for x, y in zip(fast, ref):
-        torch.testing.assert_close(x, y, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)
+        torch.testing.assert_close(x, y, rtol=tol, atol=tol * float(y.abs().max()))
 
 
 @pytest.mark.parametrize("kw", [dict(layout="cross"), dict(grad="implicit"), dict(grad="detach"),
@@ -54,7 +56,7 @@ def test_fast_path_options(monkeypatch, kw):
     # cross layout, the other gradient modes, and a small ε (the kernel rule then picks the log domain)
     z1, z2 = _views(dtype=torch.float64)
     for x, y in zip(_run("on", monkeypatch, "gca-ince", z1, z2, **kw), _run("off", monkeypatch, "gca-ince", z1, z2, **kw)):
-        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-11 * float(y.abs().max()))
 
 
 @pytest.mark.parametrize("bad,match", [("zero", "exactly the zero vector"), ("nan", "NaN or inf")])
