@@ -26,7 +26,7 @@ half-step,
 and the dimensionless potentials are ``f/ε = log û^T + σ_u^T``, ``g/ε = log v̂^T + σ_v^T``,
 ``g_prev/ε`` the same at ``T − 1``, ``row_lse = log(K' v̂^T) − δ + σ_v^T``.
 
-**Exact backward** (:class:`_FusedSinkhorn`): the reverse sweep over the ``2T`` matrix–vector
+**Exact backward** (``_FusedSinkhorn``): the reverse sweep over the ``2T`` matrix–vector
 products gives ``K̄' = X Yᵀ`` (rank ``2T + 1``; the same unrolled gradient as :mod:`gca.ot`),
 ``S̄ = K' ⊙ K̄'/ε``. On the joint layout ``S = H Hᵀ`` is symmetric and so is ``K'``, so the
 gradient with respect to the normalised embeddings is one product,
