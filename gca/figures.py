@@ -34,6 +34,11 @@ __all__ = [
     "default_figure_dir",
     "save_figure",
     "describe_input",
+    "OKABE_ITO",
+    "MARKERS",
+    "book_style",
+    "use_book_style",
+    "plot_points_by_method",
     "read_sidecars",
     "figure_index_markdown",
     "write_figure_index",
@@ -227,6 +232,65 @@ def save_figure(
     }
     sidecar.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
     return FigureRecord(figure_id=figure_id, files=files, sidecar=sidecar, provenance=record)
+
+
+#: Okabe and Ito's colour-blind-safe palette (orange, sky blue, bluish green, blue, vermillion,
+#: reddish purple, yellow, black); every series also gets its own marker from :data:`MARKERS`.
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442", "#000000")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def book_style() -> dict[str, Any]:
+    """matplotlib settings of the book's figures: the :data:`OKABE_ITO` colours paired with
+    :data:`MARKERS` in the property cycle (colour and marker tell series apart, in colour and in
+    grey), and text no smaller than 9 pt."""
+    from cycler import cycler
+
+    n = len(OKABE_ITO)
+    return {"axes.prop_cycle": cycler(color=list(OKABE_ITO)) + cycler(marker=list(MARKERS[:n])),
+            "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "xtick.labelsize": 9,
+            "ytick.labelsize": 9, "legend.fontsize": 9, "lines.markersize": 5}
+
+
+def use_book_style() -> None:
+    """Apply :func:`book_style` to matplotlib's defaults (a notebook calls it once, at the top)."""
+    import matplotlib
+
+    matplotlib.rcParams.update(book_style())
+
+
+def plot_points_by_method(ax: Any, stats: Mapping[str, Mapping[str, Any]], methods: Iterable[str], *,
+                          names: Mapping[str, str], group: Any, ylabel: str, title: str,
+                          scale: float = 100.0) -> None:
+    """Each method's mean ± sd over seeds (a point with an error bar) and every seed (small dots).
+
+    ``stats[m]["values"]``: the per-seed values; ``group(m)`` names the method's group, which sets
+    colour and marker (:data:`OKABE_ITO`, :data:`MARKERS`; listed in the legend). Points, not bars:
+    the axis need not start at zero to stay honest.
+    """
+    methods = [m for m in methods if m in stats]
+    groups: list[str] = []
+    for m in methods:
+        if group(m) not in groups:
+            groups.append(group(m))
+    for i, m in enumerate(methods):
+        vals = [scale * v for v in stats[m]["values"] if v is not None]
+        if not vals:
+            continue
+        k = groups.index(group(m))
+        mean = sum(vals) / len(vals)
+        sd = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
+        label = group(m) if all(group(x) != group(m) for x in methods[:i]) else None
+        ax.errorbar(i, mean, yerr=sd, fmt=MARKERS[k % len(MARKERS)], color=OKABE_ITO[k % len(OKABE_ITO)],
+                    capsize=3, ms=6, label=label, zorder=3)
+        ax.scatter([i + 0.18] * len(vals), vals, s=9, color=OKABE_ITO[k % len(OKABE_ITO)], alpha=0.6,
+                   marker=MARKERS[k % len(MARKERS)], zorder=2, linewidths=0)
+    ax.set_xticks(range(len(methods)), [names.get(m, m) for m in methods], rotation=45, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    if groups:
+        ax.legend(loc="best")
 
 
 def describe_input(path: str | os.PathLike) -> dict[str, Any]:
