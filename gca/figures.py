@@ -237,6 +237,7 @@ def save_figure(
 #: Okabe and Ito's colour-blind-safe palette (orange, sky blue, bluish green, blue, vermillion,
 #: reddish purple, yellow, black); every series also gets its own marker from :data:`MARKERS`.
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442", "#000000")
+#: The marker paired with each colour of :data:`OKABE_ITO` (series stay apart in grey print).
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 

@@ -49,10 +49,12 @@ raised when it does not (never a silent inf/NaN).
 Global batch: ``gather=True`` all-gathers both views across processes with gradients
 (:func:`gca.distributed.gather_with_grad`) before building the plan.
 
-Cost: at B = 512 (N = 1024), d = 128, T = 10, GCA-INCE and GCA-UOT forward + backward take about
-1.6–1.9x the time of INCE written with ``F.cross_entropy`` (``benchmarks/results/losses.md``):
-the cost matrix is built as ``C/ε`` by one matmul, losses gather ``log P_iπ(i)`` from the
-potentials instead of forming plans, and row normalisers come from fused kernels or the solver.
+Cost: the iterated losses run on a fast path by default (:data:`FAST_PATH`): the fused solver of
+:mod:`gca.fused` where it applies (no host synchronisation, an exact hand-written backward), else the
+general solver without its checks, every check folded into one read with the loss (the checked
+path is redone if it fails). ``benchmarks/results/losses.md`` measures both paths against INCE
+written with ``F.cross_entropy``; losses gather ``log P_iπ(i)`` from the potentials instead of
+forming plans, and row normalisers come from fused kernels or the solver.
 """
 
 from __future__ import annotations
