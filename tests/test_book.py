@@ -122,6 +122,10 @@ def test_config_builds_offline_without_execution():
     sphinx = CONFIG["sphinx"]["config"]
     assert "://" not in sphinx["mathjax_path"] and sphinx["mathjax_path"].endswith("mathjax/es5/tex-svg.js")
     assert sphinx["html_extra_path"] == ["book/_vendor/html"]
+    # wide tables scroll sideways with a cue instead of being clipped
+    assert sphinx["html_static_path"] == ["book/_static"] and sphinx["html_css_files"] == ["gca.css"]
+    css = (ROOT / "book" / "_static" / "gca.css").read_text()
+    assert "overflow-x: auto" in css and "background-attachment: local, local, scroll, scroll" in css
     assert CONFIG["bibtex_bibfiles"] == ["book/references.bib"]
     assert "/book/_vendor/" in (ROOT / ".gitignore").read_text() and "/build/" in (ROOT / ".gitignore").read_text()
 
