@@ -544,10 +544,12 @@ def in_progress(path: Path) -> bool:
     return False
 
 
-def check_result(path: str | os.PathLike) -> tuple[dict | None, str]:
+def check_result(path: str | os.PathLike, *, data_memo: dict | None = None) -> tuple[dict | None, str]:
     """``(record, state)`` of the result file ``path``: state ``"done"`` (current: its key matches
-    its stored config and the code it ran is unchanged), ``"missing"``, or ``"stale: <why>"``
-    (record ``None`` unless done)."""
+    its stored config, the code it ran is unchanged and the data it reads now has the checksums it
+    stores, where the data is here), ``"missing"``, or ``"stale: <why>"`` (record ``None`` unless
+    done). ``data_memo``: a dict shared by the checks of one call (status, one page), so that each
+    dataset is read once; without it the data is read afresh."""
     path = Path(path)
     if not path.is_file():
         return None, "missing"
@@ -562,42 +564,42 @@ def check_result(path: str | os.PathLike) -> tuple[dict | None, str]:
     if changes:
         more = f" (+{len(changes) - 3} more)" if len(changes) > 3 else ""
         return None, "stale: code changed: " + "; ".join(changes[:3]) + more
-    data_change = _data_change(record)
+    data_change = _data_change(record, data_memo)
     if data_change:
         return None, "stale: data changed: " + data_change
     return record, "done"
 
 
-_DATA_CHECKSUMS: dict[str, tuple[str | None, str | None]] = {}
-
-
-def current_data_checksums(config_dict: Mapping[str, Any]) -> tuple[str | None, str | None]:
+def current_data_checksums(config_dict: Mapping[str, Any], memo: dict | None = None) -> tuple[str | None, str | None]:
     """``(train, test)`` checksums of the evaluation data a run of this configuration reads *now*
-    (the same loader and subset as :func:`gca.eval.evaluate_model`; memoised per process).
+    (the same loader and subset as :func:`gca.eval.evaluate_model`), read from disk on every call
+    unless ``memo`` (a dict the caller keeps for the checks of one status or one page) has them:
+    a long-lived process (a notebook kernel) sees a change of the data at its next call.
     ``(None, None)`` when the data cannot be loaded here (not verifiable, not a change)."""
     from gca.config import config_from_dict
     from gca.data import DatasetNotFoundError
     from gca.eval import _load_eval_data
 
     _use_repo_data_dir()
-    memo = json.dumps([config_dict.get("data"), config_dict.get("train", {}).get("seed"),
-                       os.environ.get("GCA_DATA_DIR")], sort_keys=True, default=str)
-    if memo not in _DATA_CHECKSUMS:
+    memo = {} if memo is None else memo
+    key = json.dumps([config_dict.get("data"), config_dict.get("train", {}).get("seed"),
+                      os.environ.get("GCA_DATA_DIR")], sort_keys=True, default=str)
+    if key not in memo:
         try:
             config = config_from_dict(config_dict)
-            _DATA_CHECKSUMS[memo] = tuple(_load_eval_data(config, split).checksum for split in ("train", "test"))
+            memo[key] = tuple(_load_eval_data(config, split).checksum for split in ("train", "test"))
         except (DatasetNotFoundError, FileNotFoundError):
-            _DATA_CHECKSUMS[memo] = (None, None)
-    return _DATA_CHECKSUMS[memo]
+            memo[key] = (None, None)
+    return memo[key]
 
 
-def _data_change(record: Mapping[str, Any]) -> str | None:
+def _data_change(record: Mapping[str, Any], memo: dict | None = None) -> str | None:
     """Why the data of ``record`` differs from the data on disk now (``None``: the same, or not verifiable)."""
     metrics = record.get("metrics") or {}
     stored = (metrics.get("train_checksum"), metrics.get("test_checksum"))
     if stored == (None, None) or not isinstance(record.get("config"), Mapping):
         return None
-    now = current_data_checksums(record["config"])
+    now = current_data_checksums(record["config"], memo)
     for split, old, new in zip(("train", "test"), stored, now):
         if old is not None and new is not None and old != new:
             return f"{split} checksum {new}, the result was computed on {old}"
@@ -610,12 +612,20 @@ def load_result(path: str | os.PathLike) -> dict | None:
 
 
 def save_result(record: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``record`` as JSON atomically (temporary file then ``os.replace``)."""
+    """Write ``record`` as JSON atomically (temporary file, flushed to disk, then ``os.replace``; the
+    temporary file is removed if the write fails, e.g. on a full disk)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True, allow_nan=True, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(record, indent=1, sort_keys=True, allow_nan=True, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -698,18 +708,26 @@ def run_one(spec: RunSpec, profile: str, *, root: str | os.PathLike | None = Non
     each run is computed once. The gca code executed is recorded (:class:`CodeTracker`; pass a
     running ``tracker`` to include what ran before, e.g. imports) and stored as the result's code
     fingerprint."""
+    return _run_or_reuse(spec, profile, root=root, progress=progress, tracker=tracker, reuse_after=reuse_after)[0]
+
+
+def _run_or_reuse(spec: RunSpec, profile: str, *, root=None, progress: bool = False,
+                  tracker: CodeTracker | None = None, reuse_after: float | None = None,
+                  data_memo: dict | None = None) -> tuple[dict[str, Any], bool]:
+    """:func:`run_one`, also saying whether it computed the run (``True``) or, once it held the
+    claim, found a current result that another process had just written (``False``)."""
     _use_repo_data_dir()
     path = result_path(spec, profile, result_key(spec, profile), root=root)
     with _Claim(_lock_path(path), blocking=False, what=spec.label):
-        record, _ = check_result(path)
+        record, _ = check_result(path, data_memo=data_memo)
         if record is not None and (reuse_after is None or path.stat().st_mtime >= reuse_after):
-            return record
+            return record, False
         own = tracker is None
         tracker = tracker if tracker is not None else CodeTracker()
         if own:
             tracker.__enter__()
         try:
-            return _run_one(spec, profile, root=root, progress=progress, tracker=tracker)
+            return _run_one(spec, profile, root=root, progress=progress, tracker=tracker), True
         finally:
             if own:
                 tracker.__exit__(None, None, None)
@@ -900,10 +918,11 @@ def get_results(specs: Sequence[RunSpec], profile: str, *, mode: str | None = No
     mode = experiment_mode(mode)
     out = Results(study_profile(profile))
     started = time.time()
+    memo: dict = {}  # data checksums, loaded once for this call
     for spec in specs:
         key = result_key(spec, profile)
         path = result_path(spec, profile, key, root=root)
-        record, state = check_result(path)
+        record, state = check_result(path, data_memo=memo)
         if mode == "force":
             record = None
         if record is not None:
@@ -919,10 +938,14 @@ def get_results(specs: Sequence[RunSpec], profile: str, *, mode: str | None = No
             out.missing.append((spec, why))
             continue
         try:
-            out.records.append(run_one(spec, profile, root=root, progress=progress,
-                                       reuse_after=started if mode == "force" else None))
+            record, computed = _run_or_reuse(spec, profile, root=root, progress=progress, data_memo=memo,
+                                             reuse_after=started if mode == "force" else None)
+            out.records.append(record)
             out.paths.append(path)
-            out.computed += 1
+            if computed:
+                out.computed += 1
+            else:  # another process finished it between our check and our claim
+                out.reused += 1
         except RunClaimedError:
             out.missing.append((spec, "being computed by another process (see the study log)"))
         except Exception as exc:  # a failed run is reported on the page, never hidden
@@ -971,6 +994,7 @@ def _metric(record: dict, metric: str):
 def study_status(profile: str, experiments: Iterable[str] | None = None, *, root=None) -> list[tuple[RunSpec, str, Path]]:
     """``(spec, state, path)`` for every run of the plan; state in done / running / stale / missing."""
     rows = []
+    memo: dict = {}  # data checksums, loaded once for this call
     for spec in study_plan(profile, experiments):
         try:
             key = result_key(spec, profile)
@@ -978,7 +1002,7 @@ def study_status(profile: str, experiments: Iterable[str] | None = None, *, root
             rows.append((spec, f"invalid: {exc}", Path("-")))
             continue
         path = result_path(spec, profile, key, root=root)
-        _, state = check_result(path)
+        _, state = check_result(path, data_memo=memo)
         if state != "done" and in_progress(path):
             state = "running"
         rows.append((spec, state, path))
@@ -1029,7 +1053,8 @@ def _log(log_path: Path, message: str) -> None:
 
 
 def run_study(profile: str, *, experiments: Iterable[str] | None = None, workers: int = 1, root=None,
-              log_path: str | os.PathLike | None = None, force: bool = False, watch_s: float = 0.0) -> int:
+              log_path: str | os.PathLike | None = None, force: bool = False, watch_s: float = 0.0,
+              poll_s: float = 20.0) -> int:
     """Compute every run of the plan that has no current result, ``workers`` subprocesses at a time,
     most important first; returns the number of failed runs.
 
@@ -1040,8 +1065,10 @@ def run_study(profile: str, *, experiments: Iterable[str] | None = None, workers
     after the plan is complete (to pick up later code changes). Each subprocess writes its own
     result file as soon as it finishes; a killed study keeps everything that finished.
     """
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number >= 1 (runs computed at once), got {workers!r}")
+    if isinstance(poll_s, bool) or not isinstance(poll_s, (int, float)) or not 0 < poll_s < math.inf:
+        raise ValueError(f"poll_s must be a positive number of seconds, got {poll_s!r}")
     prof = study_profile(profile)
     base = results_root(root) / prof
     base.mkdir(parents=True, exist_ok=True)
@@ -1066,9 +1093,11 @@ def run_study(profile: str, *, experiments: Iterable[str] | None = None, workers
                 continue
             out = proc.stdout.read() if proc.stdout else ""
             del running[path_key]
-            if proc.returncode == 0:
-                _log(log, f"done  {spec.label} in {time.time() - t0:.0f} s: "
-                          f"{out.strip().splitlines()[-1] if out.strip() else ''}")
+            last = out.strip().splitlines()[-1] if out.strip() else ""
+            if proc.returncode == 0 and last.startswith("done elsewhere"):
+                _log(log, f"skip  {spec.label}: {last}")  # another runner computed it meanwhile
+            elif proc.returncode == 0:
+                _log(log, f"done  {spec.label} in {time.time() - t0:.0f} s: {last}")
             elif proc.returncode == EXIT_CLAIMED:
                 _log(log, f"busy  {spec.label}: claimed by another process, not computed here")
             else:
@@ -1081,7 +1110,7 @@ def run_study(profile: str, *, experiments: Iterable[str] | None = None, workers
             _log(log, f"gca sources {code}")
             last_code = code
         if len(running) >= workers:  # no free worker: nothing to plan
-            time.sleep(2.0)
+            time.sleep(min(2.0, poll_s))
             continue
         due = []
         try:
@@ -1110,12 +1139,13 @@ def run_study(profile: str, *, experiments: Iterable[str] | None = None, workers
             started += 1
             spec, k = due.pop(0)
             forced.add(k)
-            cmd = [sys.executable, "-m", "gca.experiments", "one", "--profile", prof,
+            # --debug: the traceback of a failed run goes to worker.err
+            cmd = [sys.executable, "-m", "gca.experiments", "one", "--profile", prof, "--debug",
                    "--spec", json.dumps(spec.to_dict())]
             if force:  # recompute, unless another runner already did since this study started
                 cmd += ["--reuse-after", repr(study_started)]
-            err = open(base / "worker.err", "a")
-            proc = subprocess.Popen(cmd, cwd=_REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+            with open(base / "worker.err", "a") as err:
+                proc = subprocess.Popen(cmd, cwd=_REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
             running[k] = (proc, spec, time.time())
             started_code[k] = code
             _log(log, f"start {spec.label} (pid {proc.pid}; {len(due)} more due)")
@@ -1125,10 +1155,10 @@ def run_study(profile: str, *, experiments: Iterable[str] | None = None, workers
                 _log(log, f"study {prof}: nothing due ({len(failed_keys)} failed under their current keys)")
             if time.time() - idle_since >= watch_s:
                 break
-            time.sleep(30)
+            time.sleep(poll_s)
             continue
         idle_since = None
-        time.sleep(2.0 if started else 20.0)  # nothing started: wait before planning again
+        time.sleep(min(2.0, poll_s) if started else poll_s)  # nothing started: wait before planning again
     _log(log, f"study {prof}: exit, {len(failed_keys)} failed")
     return len(failed_keys)
 
@@ -1513,6 +1543,40 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0; pass e.g. 20")
+    return value
+
+
+def _check(paths: Sequence[str], profile: str | None) -> int:
+    """``check``: the state of result files (or of every one stored for ``profile``); exit 0 iff all done."""
+    if bool(paths) == (profile is not None):
+        raise ValueError("give result files or --profile (not both), e.g. "
+                         "python -m gca.experiments check --profile cpu")
+    if profile is not None:
+        base = results_root() / study_profile(profile)
+        if not base.is_dir():
+            raise ValueError(f"{base} does not exist: compute the study first (python -m gca.experiments run "
+                             f"--profile {profile}) or point GCA_RESULTS_DIR at its results")
+        files = sorted(f for f in base.glob("*/*.json") if not f.name.startswith("."))
+    else:
+        files = [Path(f) for f in paths]
+    memo: dict = {}
+    counts: dict[str, int] = {}
+    for f in files:
+        _, state = check_result(f, data_memo=memo)
+        counts[state.split(":")[0]] = counts.get(state.split(":")[0], 0) + 1
+        print(state if len(files) == 1 and profile is None else f"{state}  {f}")
+    if profile is not None or len(files) > 1:
+        print(counts)
+    return 0 if counts and set(counts) == {"done"} else 1
+
+
 def _profile(text: str) -> str:
     try:
         study_profile(text)
@@ -1539,22 +1603,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=_positive_int, default=1)
     p.add_argument("--force", action="store_true", help="recompute runs that have a current result")
     p.add_argument("--log", default=None)
-    p.add_argument("--watch", type=float, default=0.0, help="seconds to keep polling for code changes once done")
+    p.add_argument("--watch", type=_seconds, default=0.0, help="seconds to keep polling for code changes once done")
+    p.add_argument("--poll", type=_seconds, default=20.0,
+                   help="seconds between plans while nothing can be started (default 20)")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     p = sub.add_parser("status", help="done / running / stale / missing for every run of the plan")
     p.add_argument("--profile", default="cpu", type=_profile)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--only", nargs="+", default=None, choices=EXPERIMENTS)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     p = sub.add_parser("one", help="compute one run (used by 'run')")
     p.add_argument("--profile", default="cpu", type=_profile)
     p.add_argument("--spec", required=True, help="RunSpec as JSON")
     p.add_argument("--reuse-after", type=float, default=None,
                    help="recompute unless the current result was written after this POSIX time (force mode)")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     p = sub.add_parser("check", help="is a result file current? (prints done / missing / stale: why)")
-    p.add_argument("path")
+    p.add_argument("paths", nargs="*", metavar="path", help="result files")
+    p.add_argument("--profile", default=None, type=_profile,
+                   help="check every result file stored for this profile instead")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     args = parser.parse_args(argv)
-    debug = args.debug or os.environ.get("GCA_DEBUG", "").strip() not in ("", "0")
+    debug = getattr(args, "debug", False) or os.environ.get("GCA_DEBUG", "").strip() not in ("", "0")
     try:
-        return _main(args)
+        return _main(args, debug)
     except (ValueError, TypeError, OSError) as exc:
         if debug:
             raise
@@ -1562,10 +1634,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _main(args: argparse.Namespace) -> int:
+def _main(args: argparse.Namespace, debug: bool = False) -> int:
     if args.command == "run":
         return 1 if run_study(args.profile, experiments=args.only, workers=args.workers, force=args.force,
-                              log_path=args.log, watch_s=args.watch) else 0
+                              log_path=args.log, watch_s=args.watch, poll_s=args.poll) else 0
     if args.command == "status":
         rows = study_status(args.profile, args.only)
         if args.json:
@@ -1583,24 +1655,33 @@ def _main(args: argparse.Namespace) -> int:
 
         warnings.simplefilter("default")
         spec = _parse_spec(args.spec)
-        try:
-            with CodeTracker() as tracker:  # from before the first gca import of the run
-                rec = run_one(spec, args.profile, tracker=tracker, reuse_after=args.reuse_after)
-        except RunClaimedError as exc:
-            print(f"busy: {exc}", file=sys.stderr)
-            return EXIT_CLAIMED
-        except Exception:
-            traceback.print_exc()
-            print(f"failed: {spec.label}", file=sys.stderr)
-            return 1
+        with CodeTracker() as tracker:  # from before the first gca import of the run
+            try:
+                path = result_path(spec, args.profile, result_key(spec, args.profile))
+            except (ValueError, TypeError) as exc:  # a bad override in --spec: an input error
+                raise ValueError(f"--spec: {exc}") from exc
+            try:
+                rec, computed = _run_or_reuse(spec, args.profile, tracker=tracker, reuse_after=args.reuse_after)
+            except RunClaimedError as exc:
+                print(f"busy: {exc}", file=sys.stderr)
+                return EXIT_CLAIMED
+            except Exception as exc:  # a failed run: its traceback with --debug (the runner passes it)
+                if debug:
+                    traceback.print_exc()
+                first = (str(exc).strip().splitlines() or [""])[0]
+                print(f"failed: {spec.label}: {type(exc).__name__}: {first}"
+                      + ("" if debug else " (--debug for the traceback)"), file=sys.stderr)
+                return 1
+        if not computed:
+            print(f"done elsewhere: {os.path.relpath(path, _REPO_ROOT)} was written by another process "
+                  "meanwhile; not recomputed")
+            return 0
         m = rec["metrics"]
         print(f"linear {m['linear_accuracy']:.4f} knn {m['knn_accuracy']:.4f} "
               f"total {rec['timing']['total_s']:.0f} s -> {os.path.relpath(result_path(spec, args.profile, rec['key']), _REPO_ROOT)}")
         return 0
     if args.command == "check":
-        rec, state = check_result(args.path)
-        print(state)
-        return 0 if rec is not None else 1
+        return _check(args.paths, args.profile)
     return 2  # pragma: no cover
 
 

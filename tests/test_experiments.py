@@ -428,19 +428,23 @@ def test_run_one_refuses_a_claimed_run(tmp_path, monkeypatch):
     assert not path.exists() and not (tmp_path / "runs").exists()
 
 
-def test_two_concurrent_runners_compute_each_run_once(tmp_path):
+@pytest.mark.parametrize("experiment, workers", [
+    ("plans", 1),  # one run that both runners want at once: about 30 s on 2 busy cores
+    pytest.param("ablation_eps", 2, marks=pytest.mark.slow),  # two runs: 50-75 s on 2 busy cores
+])
+def test_two_concurrent_runners_compute_each_run_once(experiment, workers, tmp_path):
     import os
     import subprocess
 
     env = dict(os.environ, GCA_RESULTS_DIR=str(tmp_path / "r"), GCA_RUNS_DIR=str(tmp_path / "rr"),
                OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "gca.experiments", "run", "--profile", "smoke", "--only", "ablation_eps",
-           "--workers", "2"]
+    cmd = [sys.executable, "-m", "gca.experiments", "run", "--profile", "smoke", "--only", experiment,
+           "--workers", str(workers), "--poll", "1"]
     procs = [subprocess.Popen(cmd, cwd=ex._REPO_ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     logs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs
-    plan = ex.study_plan("smoke", ["ablation_eps"])
+    plan = ex.study_plan("smoke", [experiment])
     done = [line for log in logs for line in log.splitlines() if " done  " in line]
     assert len(done) == len(plan), logs  # each run computed by exactly one runner
     results = sorted((tmp_path / "r" / "smoke").rglob("*.json"))
@@ -475,7 +479,7 @@ def _write_fake_cifar(root: Path, seed: int) -> None:
         pickle.dump({"label_names": [f"c{k}" for k in range(10)]}, fh)
 
 
-def test_changed_data_makes_results_stale_and_force_recomputes(tmp_path, monkeypatch):
+def test_changed_data_makes_results_stale_and_force_recomputes(tmp_path, monkeypatch, capsys):
     data = tmp_path / "data"
     _write_fake_cifar(data, seed=0)
     monkeypatch.setenv("GCA_DATA_DIR", str(data))
@@ -490,8 +494,7 @@ def test_changed_data_makes_results_stale_and_force_recomputes(tmp_path, monkeyp
     assert ex.check_result(path)[1] == "done"
 
     _write_fake_cifar(data, seed=1)  # same layout, other images
-    ex._DATA_CHECKSUMS.clear()
-    state = ex.check_result(path)[1]
+    state = ex.check_result(path)[1]  # seen by this (long-lived) process too: no memo outlives a call
     assert state.startswith("stale: data changed: train checksum"), state
     assert not ex.get_results([spec], "smoke", mode="cached", root=root).records
     # force (and compute) recompute it; the old run directory is retrained, not resumed
@@ -499,6 +502,15 @@ def test_changed_data_makes_results_stale_and_force_recomputes(tmp_path, monkeyp
     assert again.computed == 1, again.missing
     assert ex.check_result(path)[1] == "done"
     assert again.records[0]["metrics"]["train_checksum"] != res.records[0]["metrics"]["train_checksum"]
+    assert again.records[0]["train"]["resumed_from_epoch"] is None  # retrained on the new data
+
+    # the command line says the same: one file, or every file of a profile
+    monkeypatch.setenv("GCA_RESULTS_DIR", str(root))
+    assert ex.main(["check", str(path)]) == 0 and capsys.readouterr().out.strip() == "done"
+    assert ex.main(["check", "--profile", "smoke"]) == 0 and "{'done': 1}" in capsys.readouterr().out
+    _write_fake_cifar(data, seed=2)
+    assert ex.main(["check", "--profile", "smoke"]) == 1
+    assert capsys.readouterr().out.startswith("stale: data changed: train checksum")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -511,6 +523,10 @@ def test_changed_data_makes_results_stale_and_force_recomputes(tmp_path, monkeyp
     (["one", "--profile", "smoke", "--spec", "{bad json"], "--spec is not valid JSON"),
     (["one", "--profile", "smoke", "--spec", '{"experiment": "standard", "method": "nope"}'], "method='nope'"),
     (["one", "--profile", "smoke", "--spec", "[1]"], "must be a JSON object"),
+    (["one", "--profile", "smoke", "--spec",
+      '{"experiment": "standard", "method": "ince", "overrides": {"train.epochs": 0}}'], "train.epochs must be >= 1"),
+    (["run", "--poll", "soon"], "'soon' is not a number of seconds"),
+    (["check"], "--profile"),
 ])
 def test_command_line_errors_are_one_line(argv, needle):
     import os
@@ -532,3 +548,26 @@ def test_command_line_debug_shows_the_traceback():
                          cwd=ex._REPO_ROOT, env=dict(os.environ, GCA_DEBUG="1"), capture_output=True, text=True,
                          timeout=120)
     assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+@pytest.mark.filterwarnings("ignore:linear probe:RuntimeWarning")
+def test_a_result_written_meanwhile_is_reused_not_recomputed(tmp_path, monkeypatch):
+    """Between a runner's plan and its subprocess's claim another runner may finish the run: the
+    subprocess then reuses it and says so (the study log counts it as ``skip``, not ``done``)."""
+    import os
+    import subprocess
+
+    monkeypatch.setenv("GCA_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("GCA_RESULTS_DIR", str(tmp_path / "results"))
+    spec = ex.RunSpec("standard", "ince", 0, TINY)
+    first = ex.get_results([spec], "smoke", mode="compute")
+    assert first.computed == 1, first.missing
+    path = ex.result_path(spec, "smoke", first.records[0]["key"])
+    stamp = path.stat().st_mtime_ns
+    record, computed = ex._run_or_reuse(spec, "smoke")
+    assert computed is False and record == first.records[0]
+    out = subprocess.run([sys.executable, "-m", "gca.experiments", "one", "--profile", "smoke",
+                          "--spec", json.dumps(spec.to_dict())], cwd=ex._REPO_ROOT,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.startswith("done elsewhere"), out
+    assert path.stat().st_mtime_ns == stamp  # not written again
