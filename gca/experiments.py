@@ -489,6 +489,10 @@ class RunClaimedError(RuntimeError):
     """Another live process holds the claim of this run (it is being computed there)."""
 
 
+#: How long a non-blocking claim keeps trying while the lock file names no holder (a probe).
+_PROBE_GRACE_S = 1.0
+
+
 class _Claim:
     """Exclusive claim of one path: ``fcntl.flock`` on ``lock`` (created if absent, never deleted).
 
@@ -507,12 +511,20 @@ class _Claim:
 
         self.lock.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
-            os.close(fd)
-            raise RunClaimedError(f"{self.what} is being computed by another process ({holder or 'pid ?'})") from None
+        deadline = time.monotonic() + _PROBE_GRACE_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                # A holder writes its pid at once; an empty file is held by a status probe
+                # (in_progress: a shared lock for microseconds) or a holder finishing: try again.
+                if not holder and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+                os.close(fd)
+                raise RunClaimedError(f"{self.what} is being computed by another process ({holder or 'pid ?'})") from None
         os.ftruncate(fd, 0)
         stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         os.pwrite(fd, f"{os.getpid()} {os.uname().nodename} {stamp}\n".encode(), 0)

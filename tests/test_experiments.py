@@ -418,6 +418,42 @@ def test_claim_is_exclusive_and_a_dead_holders_claim_is_recovered(tmp_path):
     assert not ex.in_progress(result) and lock.read_text() == ""
 
 
+_PROBE = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_SH)  # what in_progress() does, held here for a while
+print("probing", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("grace_s, refused", [(0.0, True), (None, False)])
+def test_a_status_probe_does_not_make_a_free_run_look_claimed(tmp_path, monkeypatch, grace_s, refused):
+    """Another runner's status probe (a shared lock on the empty claim file) must not refuse a claim
+    of a free run; with no grace period (the behaviour before) it did, about 7 % of claims made
+    while another process probed in a loop."""
+    import os
+    import subprocess
+
+    if grace_s is not None:
+        monkeypatch.setattr(ex, "_PROBE_GRACE_S", grace_s)
+    lock = ex._lock_path(tmp_path / "r.json")
+    lock.write_text("")
+    probe = subprocess.Popen([sys.executable, "-c", _PROBE, str(lock), "0.3"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert probe.stdout.readline().strip() == "probing"
+        if refused:
+            with pytest.raises(ex.RunClaimedError, match="pid [?]"):
+                with ex._Claim(lock, blocking=False, what="r"):
+                    pass
+        else:
+            with ex._Claim(lock, blocking=False, what="r"):
+                assert lock.read_text().split()[0] == str(os.getpid())
+    finally:
+        probe.kill()
+        probe.wait()
+
+
 def test_run_one_refuses_a_claimed_run(tmp_path, monkeypatch):
     monkeypatch.setenv("GCA_RUNS_DIR", str(tmp_path / "runs"))
     spec = ex.RunSpec("standard", "ince", 0, TINY)
