@@ -1293,8 +1293,8 @@ def _solve(cost, a, b, *, epsilon, rho, max_iter, tol, grad, domain, init, epsil
         lo, hi, has_inf = _cost_range(Cd)  # validation + the kernel-domain rule's range (sinkhorn Notes)
         limit = kernel_range_limit(C.dtype, max(n, m))
 
-        R0 = float((hi - lo).amax())
-        big = float(torch.maximum(lo.abs(), hi.abs()).amax())  # max |C| over the finite entries
+        # the kernel rule's range and max |C| over the finite entries, in one read from the device
+        R0, big = torch.stack([(hi - lo).amax(), torch.maximum(lo.abs(), hi.abs()).amax()]).tolist()
 
         def run(e, g_init, rec, tol_):
             _check_scaled_range(big, e, C.dtype, caller)  # before any product touches C/ε
