@@ -13,9 +13,11 @@ Pipelines (:func:`build_augment`)
   3/4–4/3, torchvision's sampling rule), horizontal flip p = 0.5, colour jitter
   (brightness 0.4, contrast 0.4, saturation 0.4, hue 0.1; random order per image) with p = 0.8,
   grayscale p = 0.2, optional Gaussian blur (``blur_p``; off for CIFAR).
-* ``"strong_crop"`` — the SimCLR recipe with the crop replaced by a random ``13 × 13`` crop of the
-  32-px image, resized back to 32 px (``⌊32 · 96/224⌋ = 13``: the severity-5 crop, 96 of 224 px,
-  scaled to 32 px).
+* ``"strong_crop"`` — the SimCLR recipe whose random resized crop is followed by a random square
+  sub-crop of side ``13/32`` of the view, resized back (paper §5: "crop 13 px of 32 then resize"; the
+  severity-5 crop ``⌊32 · 96/224⌋ = 13``). The fraction, not the pixel count, is kept at any image
+  size: 13 of 32 px, 6.5 of 16 px — always ``(13/32)² ≈ 16.5 %`` of the view's area. The two crops
+  are composed into one box, so the image is resampled once.
 * ``"large_erase"`` — the SimCLR recipe followed by random erasing with p = 1 of a rectangle of
   25–50 % of the image (ratio 0.3–3.3), filled with 0. (The authors' code did no erasing during
   pretraining, official-code item 9; the area range is our choice, stated here.)
@@ -445,7 +447,9 @@ class SimCLRAugment:
     ----------
     size : output side in pixels.
     scale, ratio : RandomResizedCrop area fraction and aspect-ratio range.
-    crop_size : if set, a fixed ``crop_size``-pixel random crop replaces the resized crop ("strong crop").
+    crop_size : if set, a fixed ``crop_size``-pixel random crop of the source replaces the resized crop.
+    crop_fraction : if set, the resized crop is followed by a random square sub-crop whose side is this
+        fraction of the view's side, placed uniformly inside it ("strong crop": 13/32).
     flip_p : horizontal-flip probability.
     jitter : (brightness, contrast, saturation, hue) strengths; factors ``U[1 − s, 1 + s]``
         (hue ``U[−h, h]``), applied in a random order per image with probability ``jitter_p``.
@@ -463,6 +467,7 @@ class SimCLRAugment:
     scale: tuple = (0.08, 1.0)
     ratio: tuple = (3 / 4, 4 / 3)
     crop_size: int | None = None
+    crop_fraction: float | None = None
     flip_p: float = 0.5
     jitter: tuple = (0.4, 0.4, 0.4, 0.1)
     jitter_p: float = 0.8
@@ -486,6 +491,14 @@ class SimCLRAugment:
         if self.crop_size is not None and (isinstance(self.crop_size, bool) or not isinstance(self.crop_size, int)
                                            or self.crop_size < 1):
             raise ValueError(f"crop_size must be None or a positive int, got {self.crop_size!r}")
+        if self.crop_fraction is not None and not (isinstance(self.crop_fraction, (int, float))
+                                                   and not isinstance(self.crop_fraction, bool)
+                                                   and 0.0 < float(self.crop_fraction) <= 1.0):
+            raise ValueError(f"crop_fraction must be None or a number in (0, 1] (side of the sub-crop relative to "
+                             f"the view), got {self.crop_fraction!r}")
+        if self.crop_size is not None and self.crop_fraction is not None:
+            raise ValueError("set crop_size (a fixed crop of the source) or crop_fraction (a sub-crop of the resized "
+                             "crop), not both")
         for n in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "erase_p", "brightness_p"):
             _check_prob(n, getattr(self, n))
         if len(self.jitter) != 4 or any(float(v) < 0 for v in self.jitter) or float(self.jitter[3]) > 0.5:
@@ -496,6 +509,21 @@ class SimCLRAugment:
         _check_range("erase_ratio", self.erase_ratio, 1e-6, 1e6)
         if self.brightness_c is not None and not -1.0 <= float(self.brightness_c) <= 1.0:
             raise ValueError(f"brightness_c must be in [-1, 1] (a shift of the HSV value), got {self.brightness_c!r}")
+
+    def crop_boxes(self, batch: int, height: int, width: int, *,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """The crop of each view as a box ``(top, left, h, w)`` in source pixels (batch, 4), float32:
+        the resized crop, or the fixed ``crop_size`` crop, then the ``crop_fraction`` sub-crop."""
+        if self.crop_size is not None:
+            return sample_fixed_crop_boxes(batch, height, width, self.crop_size, generator=generator)
+        boxes = sample_resized_crop_boxes(batch, height, width, scale=self.scale, ratio=self.ratio,
+                                          generator=generator)
+        if self.crop_fraction is not None:  # strong crop: a sub-box of side f·(h, w) at a uniform position
+            f = float(self.crop_fraction)
+            top, left, h, w = boxes.unbind(1)
+            u = _rand((batch, 2), generator, torch.device("cpu"))
+            boxes = torch.stack([top + u[:, 0] * (1 - f) * h, left + u[:, 1] * (1 - f) * w, f * h, f * w], 1)
+        return boxes
 
     # one random view ---------------------------------------------------------------------------
     @_no_autocast
@@ -511,10 +539,7 @@ class SimCLRAugment:
             apply = _rand(B, g, dev) < self.brightness_p
             x = torch.where(apply.view(B, 1, 1, 1), hsv_brightness(x, float(self.brightness_c)), x)
         # 1. crop + flip: one grid_sample
-        if self.crop_size is not None:
-            boxes = sample_fixed_crop_boxes(B, H, W, self.crop_size, generator=g)
-        else:
-            boxes = sample_resized_crop_boxes(B, H, W, scale=self.scale, ratio=self.ratio, generator=g)
+        boxes = self.crop_boxes(B, H, W, generator=g)
         flip = _rand(B, g, dev) < self.flip_p
         x = resized_crop(x, boxes, self.size, flip)
         # 2. colour jitter with probability jitter_p, random order of the four ops per image
@@ -548,6 +573,9 @@ def _identity(x: torch.Tensor, generator: torch.Generator | None = None) -> torc
     return to_float(x)
 
 
+#: Side of the strong crop relative to the view: the paper's 13 px of 32 (⌊32 · 96/224⌋ = 13).
+STRONG_CROP_FRACTION = 13 / 32
+
 #: Names accepted by :func:`build_augment`.
 AUGMENTATIONS = ("simclr", "strong_crop", "large_erase", "brightness", "none")
 
@@ -555,8 +583,8 @@ AUGMENTATIONS = ("simclr", "strong_crop", "large_erase", "brightness", "none")
 def build_augment(name: str, size: int = 32, **overrides):
     """The augmentation pipeline ``name`` (see :data:`AUGMENTATIONS`) producing ``size``-pixel views.
 
-    ``overrides`` replace fields of :class:`SimCLRAugment` (e.g. ``blur_p=0.5``). The strong crop is
-    ``⌊size · 96/224⌋`` pixels (13 at 32 px).
+    ``overrides`` replace fields of :class:`SimCLRAugment` (e.g. ``blur_p=0.5``). The strong crop is a
+    sub-crop of side :data:`STRONG_CROP_FRACTION` (13/32) of the resized crop, at any ``size``.
     """
     if not isinstance(name, str):
         raise TypeError(f"augmentation name must be a string, got {type(name).__name__}")
@@ -569,7 +597,7 @@ def build_augment(name: str, size: int = 32, **overrides):
         return _identity
     base = SimCLRAugment(size=size)
     extra = {"simclr": {},
-             "strong_crop": {"crop_size": max(1, int(size * 96 / 224))},
+             "strong_crop": {"crop_fraction": STRONG_CROP_FRACTION},
              "large_erase": {"erase_p": 1.0, "erase_scale": (0.25, 0.5)},
              "brightness": {"brightness_c": 0.3}}[key]
     try:

@@ -192,16 +192,37 @@ def test_resized_crop_of_full_image_equals_bilinear_resize():
     torch.testing.assert_close(A.resized_crop(x, full, 48), ref, atol=1e-5, rtol=0)
 
 
-def test_strong_crop_uses_13_pixel_crops():
-    aug = A.build_augment("strong_crop", 32)
-    assert aug.crop_size == 13
+def test_fixed_crop_boxes_are_integer_and_inside():
     boxes = A.sample_fixed_crop_boxes(2000, 32, 32, 13, generator=torch.Generator().manual_seed(0))
     assert (boxes[:, 2:] == 13).all() and boxes[:, :2].min() == 0 and boxes[:, :2].max() == 19
-    # a view is an upsampled 13x13 patch: its total variation is far below the source's
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_strong_crop_keeps_13_of_32_of_the_resized_crop_at_any_size(size):
+    """Paper §5: the strong crop takes 13 px of the 32-px view. It follows the random resized crop
+    (a sub-box of it) and keeps the fraction (13/32)² of the view's area at 16 px as at 32 px."""
+    aug = A.build_augment("strong_crop", size)
+    assert aug.crop_fraction == 13 / 32 and aug.crop_size is None
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    outer = A.sample_resized_crop_boxes(4000, 32, 32, scale=aug.scale, ratio=aug.ratio, generator=g1)
+    inner = aug.crop_boxes(4000, 32, 32, generator=g2)
+    torch.testing.assert_close(inner[:, 2:], outer[:, 2:] * 13 / 32)  # side: 13/32 of the view's
+    assert (inner[:, 0] >= outer[:, 0] - 1e-4).all() and (inner[:, 1] >= outer[:, 1] - 1e-4).all()
+    assert (inner[:, 0] + inner[:, 2] <= outer[:, 0] + outer[:, 2] + 1e-4).all()
+    assert (inner[:, 1] + inner[:, 3] <= outer[:, 1] + outer[:, 3] + 1e-4).all()
+    # a view is an upsampled small patch: its total variation is far below the source's
     x = images(b=64).float() / 255
-    v = A.build_augment("strong_crop", 32, jitter_p=0, grayscale_p=0)(x, generator=torch.Generator().manual_seed(0))
+    v = A.build_augment("strong_crop", size, jitter_p=0, grayscale_p=0)(x, generator=torch.Generator().manual_seed(0))
+    ref = A.build_augment("simclr", size, jitter_p=0, grayscale_p=0)(x, generator=torch.Generator().manual_seed(0))
     tv = lambda t: (t[..., 1:, :] - t[..., :-1, :]).abs().mean()
-    assert tv(v) < 0.6 * tv(x)
+    assert tv(v) < 0.6 * tv(ref)
+
+
+def test_crop_options_are_validated():
+    with pytest.raises(ValueError, match="crop_fraction"):
+        A.build_augment("simclr", 16, crop_fraction=1.5)
+    with pytest.raises(ValueError, match="not both"):
+        A.build_augment("simclr", 16, crop_fraction=0.5, crop_size=4)
 
 
 def test_large_erase_erases_a_quarter_to_half_of_every_image():
