@@ -1,0 +1,1 @@
+"""The study: experiments as cached runs, their statistics and the claims ledger."""

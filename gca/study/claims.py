@@ -1,0 +1,605 @@
+"""The claims ledger: the pre-registration, the exclusion rules and ``results/cpu/claims.json``.
+
+A **pre-registration** (YAML, committed before any result of the study) states each claim (id,
+statement, family, kind, metric, two arms, the paper's effect in points, the pairing), the test,
+α, power, the verdict rule and the sample sizes with the pilot sd they came from, plus a ``history``
+of versions with their reasons. :func:`load_preregistration` validates it and returns it with the
+SHA-256 of the file's bytes, which every claim records.
+
+A **claim** of the ledger is one JSON object with exactly the keys :data:`CLAIM_KEYS`
+(issue 12 item 6). ``effect = arm 0 − arm 1`` in points (``metric × scale``); the arms' result
+files are listed in seed order so that pairs line up; ``n`` counts pairs (paired) or the smaller
+arm (Welch). A run is **excluded** — never averaged in — when its projections collapsed
+(:func:`is_collapsed`) or it failed to train (:func:`failed_to_train`, when the untrained floor is
+known); with ``pairing: seed`` the whole pair goes. Excluded paths are listed in
+``collapsed_excluded``. The statistics are those of :mod:`gca.study.stats`; ``p_holm`` is Holm's
+adjustment within the claim's family (:func:`apply_holm`); ``mde`` is the exact minimum detectable
+effect of the design as run (observed se and df, the pre-registered α and power).
+
+:func:`verify_claims` recomputes every number of a ledger from the files it lists;
+:func:`claims_table_markdown` renders it for the book.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import yaml
+
+from gca.methods import METHODS, get_method, method_label
+from gca.study.stats import (
+    NOT_TESTED,
+    VERDICTS,
+    holm,
+    mde_from_se,
+    minimum_detectable_effect,
+    paired_comparison,
+    seeds_needed,
+    verdict,
+    welch_comparison,
+)
+
+__all__ = [
+    "FAMILIES", "CLAIM_KINDS", "CLAIM_KEYS", "UNIFORMITY_MAX", "ALIGNMENT_MAX", "metric_value",
+    "is_collapsed", "failed_to_train", "load_preregistration", "validate_preregistration",
+    "build_claim", "apply_holm", "write_claims", "read_claims", "verify_claims",
+    "claims_table_markdown",
+]
+
+PathLike = Union[str, os.PathLike]
+
+FAMILIES = ("primary", "secondary", "exploratory")
+CLAIM_KINDS = ("paper-claim", "paper-theorem", "our-check")
+#: The keys of one ledger entry, in the order they are written (issue 12 item 6).
+CLAIM_KEYS = (
+    "id", "statement", "family", "kind", "metric", "scale", "arms", "pairing", "paper_effect",
+    "effect", "ci_low", "ci_high", "p", "p_holm", "n", "mde", "verdict", "collapsed_excluded",
+    "preregistration_sha256",
+)
+
+# Collapse (Wang & Isola 2020, L2-normalised projections, gca.eval): uniformity log E exp(−2‖z − z'‖²)
+# ∈ [−4, 0] and alignment E‖z₁ − z₂‖² ∈ [0, 4] are both 0 when every projection is one point; > −0.5
+# means the projections crowd a cap of angular radius ≈ 0.5 rad. On results/cpu: other runs −3.0 … −0.69
+# (alignment 0.18 … 1.55), the collapsed domain-prior and BYOL runs −0.33 … −0.02 (0.004 … 0.16).
+#: A run collapsed when ``uniformity > UNIFORMITY_MAX`` and ``alignment < ALIGNMENT_MAX``.
+UNIFORMITY_MAX = -0.5
+ALIGNMENT_MAX = 0.2
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_METRIC = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_CLAIM_SPEC_KEYS = {"id", "statement", "family", "kind", "metric", "arms", "paper_effect", "pairing"}
+_CLAIM_SPEC_OPTIONAL = {"scale", "equivalence_margin", "note", "source"}
+_TOP_KEYS = ("version", "alpha", "power", "test", "verdict_rule", "sample_sizes", "history")
+
+
+# records and exclusion rules ------------------------------------------------------------
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def metric_value(record: Mapping, metric: str, *, source: str = "record") -> float:
+    """The number at the dotted path ``metric`` (e.g. ``"metrics.linear_accuracy"``) of a result record."""
+    if not isinstance(record, Mapping):
+        raise TypeError(f"{source}: a result record must be a mapping, got {type(record).__name__}")
+    node: Any = record
+    for part in metric.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise ValueError(f"{source}: no {metric!r} in this result (missing {part!r}); is the metric path right?")
+        node = node[part]
+    if not _is_number(node):
+        raise ValueError(f"{source}: {metric} = {node!r} is not a finite number")
+    return float(node)
+
+
+def is_collapsed(record: Mapping, *, uniformity_max: float = UNIFORMITY_MAX,
+                 alignment_max: float = ALIGNMENT_MAX, source: str = "record") -> bool:
+    """Whether a run's projections collapsed: ``metrics.uniformity > uniformity_max`` and
+    ``metrics.alignment < alignment_max`` (both near 0: every projection near one point).
+    The thresholds are the pre-registered rule (:data:`UNIFORMITY_MAX`, :data:`ALIGNMENT_MAX`)."""
+    u = metric_value(record, "metrics.uniformity", source=source)
+    a = metric_value(record, "metrics.alignment", source=source)
+    return u > uniformity_max and a < alignment_max
+
+
+def failed_to_train(record: Mapping, untrained_accuracy: float, *,
+                    metric: str = "metrics.linear_accuracy", source: str = "record") -> bool:
+    """Whether a pretrained run is no better than the untrained encoder: its linear accuracy
+    ``≤ untrained_accuracy`` (same units as the record, e.g. a fraction in [0, 1])."""
+    if not _is_number(untrained_accuracy):
+        raise ValueError(f"untrained_accuracy = {untrained_accuracy!r} must be a finite number "
+                         "(the untrained encoder's accuracy, in the record's units)")
+    return metric_value(record, metric, source=source) <= float(untrained_accuracy)
+
+
+def _run_spec(record: Mapping) -> Mapping:
+    """The ``spec`` of a result record (experiment, method, seed, ...), ``{}`` when absent."""
+    spec = record.get("spec")
+    return spec if isinstance(spec, Mapping) else {}
+
+
+def _canonical(method: str) -> str:
+    """The method whose runs stand for ``method`` (SimCLR → INCE, IOT → GCA-INCE; :mod:`gca.methods`)."""
+    m = get_method(method)
+    return m.same_as or m.name
+
+
+# pre-registration ------------------------------------------------------------
+
+def load_preregistration(path: PathLike) -> tuple[dict, str]:
+    """Read and validate a pre-registration YAML; returns ``(prereg, sha256 of the file's bytes)``,
+    ``prereg`` as :func:`validate_preregistration` returns it (resolved specs in ``prereg["claims"]``)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the pre-registration ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    return validate_preregistration(data, source=str(path)), hashlib.sha256(raw).hexdigest()
+
+
+def _text(x: Any) -> bool:
+    return isinstance(x, str) and x.strip() != ""
+
+
+def _need(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def validate_preregistration(data: Any, *, source: str = "pre-registration") -> dict:
+    """Check a parsed pre-registration and return a copy with resolved claim specs.
+
+    Required: ``version`` (int ≥ 1), ``alpha``, ``power``, ``test`` (text), ``verdict_rule``
+    (text, or a mapping with ``text`` and optionally ``equivalence_margin`` in points),
+    ``sample_sizes`` (per family used: ``n`` seeds per arm, ``pilot_sd`` the sd of the paired
+    differences in points, ``pilot`` where it came from; optional ``mde_target`` in points, which
+    ``n`` must reach, and ``paired``, default true), ``claims`` or ``hypotheses`` (each: ``id``,
+    ``statement``, ``family``, ``kind``, ``metric``, ``arms`` = two ``{experiment, method[, label]}``,
+    ``paper_effect`` in points or null, ``pairing`` = ``seed`` or null; optional ``scale`` (100),
+    ``equivalence_margin``, ``note``, ``source``) and ``history`` (``{version, reason}``, increasing,
+    ending at ``version``). Optional ``collapse_rule``: ``{uniformity_max, alignment_max}``.
+    A no-difference claim (``paper_effect`` 0 or null) needs an equivalence margin.
+    """
+    _need(isinstance(data, Mapping), f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    out = copy.deepcopy(dict(data))
+    missing = [k for k in _TOP_KEYS if k not in out]
+    if "claims" not in out and "hypotheses" not in out:
+        missing.append("claims (or hypotheses)")
+    _need(not missing, f"{source}: missing required key(s): {', '.join(missing)}")
+    _need("claims" not in out or "hypotheses" not in out, f"{source}: give either claims or hypotheses, not both")
+    version = out["version"]
+    _need(isinstance(version, int) and not isinstance(version, bool) and version >= 1,
+          f"{source}: version = {version!r} must be an integer ≥ 1")
+    alpha, power = out["alpha"], out["power"]
+    _need(_is_number(alpha) and 0 < alpha < 1, f"{source}: alpha = {alpha!r} must be in (0, 1), e.g. 0.05")
+    _need(_is_number(power) and alpha < power < 1, f"{source}: power = {power!r} must be in (alpha, 1), e.g. 0.8")
+    _need(_text(out["test"]), f"{source}: test must be a non-empty text")
+
+    rule = out["verdict_rule"]
+    default_margin = None
+    if isinstance(rule, Mapping):
+        _need(_text(rule.get("text")), f"{source}: verdict_rule.text must be a non-empty text")
+        default_margin = rule.get("equivalence_margin")
+        _need(default_margin is None or (_is_number(default_margin) and default_margin > 0),
+              f"{source}: verdict_rule.equivalence_margin = {default_margin!r} must be a number > 0 (points)")
+    else:
+        _need(_text(rule), f"{source}: verdict_rule must be a text or a mapping with text")
+
+    collapse = out.get("collapse_rule", {"uniformity_max": UNIFORMITY_MAX, "alignment_max": ALIGNMENT_MAX})
+    _need(isinstance(collapse, Mapping) and set(collapse) == {"uniformity_max", "alignment_max"}
+          and all(_is_number(v) for v in collapse.values()),
+          f"{source}: collapse_rule = {collapse!r} must be {{uniformity_max: number, alignment_max: number}}")
+    collapse = {k: float(v) for k, v in collapse.items()}
+
+    history = out["history"]
+    _need(isinstance(history, list) and history, f"{source}: history must be a non-empty list of {{version, reason}}")
+    last = 0
+    for i, h in enumerate(history):
+        _need(isinstance(h, Mapping) and isinstance(h.get("version"), int) and not isinstance(h.get("version"), bool)
+              and _text(h.get("reason")),
+              f"{source}: history[{i}] = {h!r} needs an integer version and a non-empty reason")
+        _need(h["version"] > last, f"{source}: history[{i}].version = {h['version']} must increase")
+        last = h["version"]
+    _need(last == version, f"{source}: the last history entry is version {last} but version = {version}; "
+                           "add a history entry with the reason for this version")
+
+    claims = out.pop("hypotheses", None) if "claims" not in out else out["claims"]
+    _need(isinstance(claims, list) and claims, f"{source}: claims must be a non-empty list")
+    sizes = out["sample_sizes"]
+    _need(isinstance(sizes, Mapping), f"{source}: sample_sizes must be a mapping family → {{n, pilot_sd, pilot}}")
+    resolved, seen = [], set()
+    for i, c in enumerate(claims):
+        spec = _validate_claim_spec(c, f"{source}: claims[{i}]", default_margin)
+        _need(spec["id"] not in seen, f"{source}: claim id {spec['id']!r} appears twice")
+        seen.add(spec["id"])
+        spec.update(alpha=float(alpha), power=float(power), collapse=dict(collapse))
+        resolved.append(spec)
+    out["claims"] = resolved
+
+    for family in sorted({c["family"] for c in resolved}):
+        _need(family in sizes, f"{source}: sample_sizes has no entry for family {family!r}")
+    for family, s in sizes.items():
+        where = f"{source}: sample_sizes.{family}"
+        _need(family in FAMILIES, f"{where}: unknown family; choose from {', '.join(FAMILIES)}")
+        _need(isinstance(s, Mapping), f"{where} must be a mapping with n, pilot_sd, pilot")
+        n, sd = s.get("n"), s.get("pilot_sd")
+        _need(isinstance(n, int) and not isinstance(n, bool) and n >= 2, f"{where}.n = {n!r} must be an integer ≥ 2")
+        _need(_is_number(sd) and sd >= 0, f"{where}.pilot_sd = {sd!r} must be a number ≥ 0 (points)")
+        _need(_text(s.get("pilot")), f"{where}.pilot must say which pilot the sd came from")
+        paired = s.get("paired", True)
+        _need(isinstance(paired, bool), f"{where}.paired = {paired!r} must be true or false")
+        target = s.get("mde_target")
+        if target is not None:
+            _need(_is_number(target) and target > 0, f"{where}.mde_target = {target!r} must be a number > 0 (points)")
+            mde = minimum_detectable_effect(sd, n, alpha=alpha, power=power, paired=paired)
+            if mde > target:
+                need = seeds_needed(sd, target, alpha=alpha, power=power, paired=paired)
+                raise ValueError(f"{where}: n = {n} gives MDE {mde:.3f} > mde_target {target} with pilot_sd {sd}; "
+                                 f"{need} seeds reach it")
+    return out
+
+
+def _validate_claim_spec(c: Any, where: str, default_margin: Optional[float]) -> dict:
+    _need(isinstance(c, Mapping), f"{where} must be a mapping")
+    missing = sorted(_CLAIM_SPEC_KEYS - set(c))
+    _need(not missing, f"{where}: missing key(s) {', '.join(missing)}")
+    unknown = sorted(set(c) - _CLAIM_SPEC_KEYS - _CLAIM_SPEC_OPTIONAL)
+    _need(not unknown, f"{where}: unknown key(s) {', '.join(unknown)}; allowed: "
+                       f"{', '.join(sorted(_CLAIM_SPEC_KEYS | _CLAIM_SPEC_OPTIONAL))}")
+    spec = copy.deepcopy(dict(c))
+    cid = spec["id"]
+    _need(isinstance(cid, str) and _ID.match(cid) is not None,
+          f"{where}: id = {cid!r} must be lower-case letters, digits, '.', '_' or '-'")
+    where = f"{where} ({cid})"
+    _need(_text(spec["statement"]), f"{where}: statement must be a non-empty text")
+    _need(spec["family"] in FAMILIES, f"{where}: family = {spec['family']!r}; choose from {', '.join(FAMILIES)}")
+    _need(spec["kind"] in CLAIM_KINDS, f"{where}: kind = {spec['kind']!r}; choose from {', '.join(CLAIM_KINDS)}")
+    _need(isinstance(spec["metric"], str) and _METRIC.match(spec["metric"]) is not None,
+          f"{where}: metric = {spec['metric']!r} must be a dotted path such as metrics.linear_accuracy")
+    _need(spec["pairing"] in ("seed", None), f"{where}: pairing = {spec['pairing']!r} must be seed or null")
+    pe = spec["paper_effect"]
+    _need(pe is None or _is_number(pe), f"{where}: paper_effect = {pe!r} must be a number (points) or null")
+    scale = spec.setdefault("scale", 100)
+    _need(_is_number(scale) and scale > 0, f"{where}: scale = {scale!r} must be a number > 0")
+    margin = spec.get("equivalence_margin", default_margin if not pe else None)
+    _need(margin is None or (_is_number(margin) and margin > 0),
+          f"{where}: equivalence_margin = {margin!r} must be a number > 0 (points)")
+    _need(bool(pe) or margin is not None,
+          f"{where}: paper_effect = {pe!r} is a no-difference claim; give equivalence_margin "
+          "(here or in verdict_rule) in points")
+    spec["equivalence_margin"] = margin
+    arms = spec["arms"]
+    _need(isinstance(arms, list) and len(arms) == 2,
+          f"{where}: arms must list exactly two arms (effect = arm 0 − arm 1)")
+    for j, arm in enumerate(arms):
+        _need(isinstance(arm, Mapping) and _text(arm.get("experiment")) and _text(arm.get("method")),
+              f"{where}: arms[{j}] = {arm!r} needs experiment and method")
+        try:
+            get_method(arm["method"])
+        except ValueError as exc:
+            raise ValueError(f"{where}: arms[{j}]: {exc}") from None
+        arm.setdefault("label", method_label(arm["method"]))
+    return spec
+
+
+# building a claim ------------------------------------------------------------
+
+def _read_run(path: PathLike, root: Path) -> tuple[str, dict]:
+    """(path relative to ``root`` in POSIX form, the result record) of one result file."""
+    full = Path(path) if Path(path).is_absolute() else root / path
+    try:
+        rel = full.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        raise ValueError(f"{path}: a result file must lie inside the repository {root}") from None
+    try:
+        with open(full, encoding="utf-8") as fh:
+            record = json.load(fh)
+    except FileNotFoundError:
+        raise ValueError(f"{rel}: result file not found") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{rel}: cannot read the result ({exc})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{rel}: a result file must hold a JSON object")
+    return rel, record
+
+
+def _seed(record: Mapping) -> Optional[int]:
+    seed = _run_spec(record).get("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def _arm_runs(paths: Sequence[PathLike], root: Path, arm: Mapping, where: str) -> list[tuple[str, dict]]:
+    if isinstance(paths, (str, bytes, os.PathLike)) or not isinstance(paths, Sequence):
+        raise TypeError(f"{where}: the result paths of an arm must be a list of paths")
+    runs = [_read_run(p, root) for p in paths]
+    for rel, record in runs:
+        method, experiment = _run_spec(record).get("method"), _run_spec(record).get("experiment")
+        if "method" in arm and method in METHODS and _canonical(method) != _canonical(arm["method"]):
+            raise ValueError(f"{rel}: a {method!r} run cannot stand for arm {arm['method']!r} of {where}")
+        if "experiment" in arm and experiment is not None and experiment != arm["experiment"]:
+            raise ValueError(f"{rel}: experiment {experiment!r} is not arm experiment {arm['experiment']!r} of {where}")
+    seeds = [_seed(r) for _, r in runs]
+    if runs and all(s is not None for s in seeds):
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"{where}: arm {arm.get('label')!r} lists seed(s) twice: {sorted(seeds)}")
+        runs.sort(key=lambda run: _seed(run[1]))
+    return runs
+
+
+def _excluded(record: Mapping, rel: str, collapse: Mapping, untrained_accuracy: Optional[float]) -> bool:
+    method = _run_spec(record).get("method")
+    if method in METHODS and METHODS[method].kind == "calibration":
+        return False  # the floor and the ceiling are references, not candidates for exclusion
+    if is_collapsed(record, source=rel, **collapse):
+        return True
+    return untrained_accuracy is not None and failed_to_train(record, untrained_accuracy, source=rel)
+
+
+def build_claim(spec_from_prereg: Mapping, result_paths_by_arm: Sequence[Sequence[PathLike]],
+                prereg_sha256: str, repo_root: PathLike, *,
+                untrained_accuracy: Optional[float] = None) -> dict:
+    """One ledger entry (:data:`CLAIM_KEYS`) from a resolved claim spec and the arms' result files.
+
+    Args:
+        spec_from_prereg: one entry of ``load_preregistration(...)[0]["claims"]``.
+        result_paths_by_arm: ``[paths of arm 0, paths of arm 1]``, relative to ``repo_root`` (or
+            absolute inside it). Sorted by ``spec.seed`` when every record has one; with
+            ``pairing: seed`` both arms must hold the same seeds.
+        prereg_sha256: the pre-registration's hash (second value of :func:`load_preregistration`).
+        repo_root: the repository root the paths are stored relative to.
+        untrained_accuracy: the untrained encoder's ``metrics.linear_accuracy`` (record units);
+            when given, runs not above it are excluded as failed to train.
+
+    ``effect``, ``ci_low``, ``ci_high``, ``p``, ``mde`` in points; ``p_holm`` is ``None`` until
+    :func:`apply_holm`. Fewer than two usable pairs (runs per arm): verdict ``"not tested"``.
+    """
+    return _build(spec_from_prereg, result_paths_by_arm, prereg_sha256, repo_root, untrained_accuracy, ())
+
+
+def _build(spec: Mapping, paths_by_arm: Sequence[Sequence[PathLike]], sha: str, repo_root: PathLike,
+           untrained_accuracy: Optional[float], extra_excluded: Sequence[str]) -> dict:
+    """:func:`build_claim`; ``extra_excluded`` (recorded exclusions :func:`verify_claims` cannot
+    recheck without the untrained floor) is private so that no caller can drop runs by hand."""
+    if not isinstance(spec, Mapping):
+        raise TypeError("spec_from_prereg must be a mapping (a claim of the pre-registration), "
+                        f"got {type(spec).__name__}")
+    missing = sorted(_CLAIM_SPEC_KEYS - set(spec))
+    if missing:
+        raise ValueError(f"claim spec {spec.get('id', '?')!r} lacks {', '.join(missing)}; "
+                         "pass a claim from load_preregistration")
+    cid = spec["id"]
+    if not (isinstance(sha, str) and _SHA.match(sha)):
+        raise ValueError(f"claim {cid}: prereg_sha256 = {sha!r} must be 64 lower-case hex digits")
+    root = Path(repo_root)
+    if not root.is_dir():
+        raise ValueError(f"repo_root = {str(repo_root)!r} is not a directory")
+    if isinstance(paths_by_arm, (str, bytes)) or len(paths_by_arm) != 2 or len(spec["arms"]) != 2:
+        raise ValueError(f"claim {cid}: give the result paths of exactly two arms (effect = arm 0 − arm 1)")
+    scale = float(spec.get("scale", 100))
+    collapse = spec.get("collapse", {"uniformity_max": UNIFORMITY_MAX, "alignment_max": ALIGNMENT_MAX})
+    arms = [_arm_runs(p, root, a, f"claim {cid}") for p, a in zip(paths_by_arm, spec["arms"])]
+    extra = set(extra_excluded)
+    drop = [[rel in extra or _excluded(rec, rel, collapse, untrained_accuracy) for rel, rec in arm] for arm in arms]
+    values = [[scale * metric_value(rec, spec["metric"], source=rel) for rel, rec in arm] for arm in arms]
+
+    paired = spec["pairing"] == "seed"
+    if paired:
+        if len(arms[0]) != len(arms[1]):
+            raise ValueError(f"claim {cid}: pairing by seed needs as many runs in both arms "
+                             f"({len(arms[0])} vs {len(arms[1])})")
+        seeds = [[_seed(r) for _, r in arm] for arm in arms]
+        if seeds[0] != seeds[1] and None not in seeds[0] + seeds[1]:
+            raise ValueError(f"claim {cid}: the arms hold different seeds {seeds[0]} vs {seeds[1]}; "
+                             "pairing by seed needs the same seeds")
+        pair_drop = [d0 or d1 for d0, d1 in zip(*drop)]
+        drop = [pair_drop, pair_drop]
+    kept = [[v for v, d in zip(vals, dr) if not d] for vals, dr in zip(values, drop)]
+    excluded = [rel for arm, dr in zip(arms, drop) for (rel, _), d in zip(arm, dr) if d]
+
+    claim = {
+        "id": cid, "statement": spec["statement"], "family": spec["family"], "kind": spec["kind"],
+        "metric": spec["metric"], "scale": spec.get("scale", 100),
+        "arms": [{"label": a.get("label") or method_label(a["method"]), "results": [rel for rel, _ in arm]}
+                 for a, arm in zip(spec["arms"], arms)],
+        "pairing": spec["pairing"], "paper_effect": spec["paper_effect"],
+        "effect": None, "ci_low": None, "ci_high": None, "p": None, "p_holm": None, "n": 0, "mde": None,
+        "verdict": NOT_TESTED, "collapsed_excluded": excluded, "preregistration_sha256": sha,
+    }
+    if not kept[0] or not kept[1]:
+        return claim
+    alpha, power = spec.get("alpha", 0.05), spec.get("power", 0.8)
+    cmp = (paired_comparison if paired else welch_comparison)(kept[0], kept[1], alpha=alpha)
+    claim.update(effect=cmp.effect, n=cmp.n)
+    if cmp.ci_low is None:  # n < 2
+        return claim
+    claim.update(ci_low=cmp.ci_low, ci_high=cmp.ci_high, p=cmp.p,
+                 mde=mde_from_se(cmp.se, cmp.df, alpha=alpha, power=power),
+                 verdict=verdict(cmp.ci_low, cmp.ci_high, spec["paper_effect"],
+                                 margin=spec.get("equivalence_margin")))
+    return claim
+
+
+def apply_holm(claims: Sequence[Mapping]) -> list[dict]:
+    """Copies of ``claims`` with ``p_holm``: Holm's adjustment within each family.
+
+    ``m`` is the number of claims of the family in the ledger (the pre-registered family); a claim
+    without a test (``p`` is ``None``, ``n < 2``) counts as ``p = 1`` and keeps ``p_holm = None``.
+    """
+    out = [dict(c) for c in claims]
+    for family in FAMILIES:
+        members = [c for c in out if c.get("family") == family]
+        if not members:
+            continue
+        adjusted = holm([1.0 if c.get("p") is None else c["p"] for c in members])
+        for c, ph in zip(members, adjusted):
+            c["p_holm"] = None if c.get("p") is None else ph
+    return out
+
+
+# the ledger file ------------------------------------------------------------
+
+def _check_claim(c: Any, i: int) -> None:
+    if not isinstance(c, Mapping):
+        raise ValueError(f"claims[{i}] must be an object, got {type(c).__name__}")
+    if set(c) != set(CLAIM_KEYS):
+        extra, missing = sorted(set(c) - set(CLAIM_KEYS)), sorted(set(CLAIM_KEYS) - set(c))
+        raise ValueError(f"claims[{i}] ({c.get('id', '?')}): keys differ from the schema "
+                         f"(missing {missing}, unexpected {extra})")
+    if c["family"] not in FAMILIES or c["kind"] not in CLAIM_KINDS or c["verdict"] not in VERDICTS:
+        raise ValueError(f"claims[{i}] ({c['id']}): family/kind/verdict = "
+                         f"{c['family']!r}/{c['kind']!r}/{c['verdict']!r} not in {FAMILIES}/{CLAIM_KINDS}/{VERDICTS}")
+
+
+def write_claims(claims: Sequence[Mapping], path: PathLike) -> Path:
+    """Write the ledger as a JSON list, atomically (a temporary file beside it, then ``os.replace``)."""
+    if isinstance(claims, Mapping) or not isinstance(claims, Sequence):
+        raise TypeError("claims must be a list of claim objects")
+    for i, c in enumerate(claims):
+        _check_claim(c, i)
+    ids = [c["id"] for c in claims]
+    dup = sorted({x for x in ids if ids.count(x) > 1})
+    if dup:
+        raise ValueError(f"claim id(s) {dup} appear twice")
+    ordered = [{k: c[k] for k in CLAIM_KEYS} for c in claims]
+    try:
+        text = json.dumps(ordered, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    except ValueError as exc:
+        raise ValueError(f"claims hold a non-finite number ({exc}); use null for a missing value") from None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_claims(path: PathLike) -> list[dict]:
+    """Read a ledger written by :func:`write_claims` and check every entry's keys."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no claims ledger here; build it with write_claims") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the claims ledger ({exc})") from None
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: the ledger must be a JSON list of claims")
+    for i, c in enumerate(data):
+        _check_claim(c, i)
+    return data
+
+
+def _same(a: Any, b: Any) -> bool:
+    if _is_number(a) and _is_number(b):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+def verify_claims(path: PathLike, repo_root: PathLike, *, preregistration: Optional[PathLike] = None,
+                  untrained_accuracy: Optional[float] = None) -> list[str]:
+    """Recompute every claim of the ledger at ``path`` from the result files it lists; return the
+    mismatches (``"<id>: <field>: recorded X, recomputed Y"``), an empty list when all agree.
+    Checked: effect, ci_low, ci_high, p, p_holm, n, mde, verdict, the arms' seed order and
+    ``collapsed_excluded``. The pre-registration (default: ``preregistration.yaml`` beside the
+    ledger, when present) supplies α, power and equivalence margins; its hash, ids and claim fields
+    are compared too. Without one: α = 0.05, power = 0.8, no margin. Collapse is always rechecked;
+    a recorded exclusion of a run that did not collapse is rechecked against ``untrained_accuracy``
+    when given, else accepted as "failed to train" (the book passes the floor)."""
+    claims = read_claims(path)
+    root = Path(repo_root)
+    prereg_path = Path(preregistration) if preregistration is not None else Path(path).parent / "preregistration.yaml"
+    specs, sha = {}, None
+    if preregistration is not None or prereg_path.is_file():
+        prereg, sha = load_preregistration(prereg_path)
+        specs = {c["id"]: c for c in prereg["claims"]}
+    problems: list[str] = []
+    rebuilt: list[dict] = []
+    for c in claims:
+        cid = c["id"]
+        spec = specs.get(cid)
+        if sha is not None:
+            if spec is None:
+                problems.append(f"{cid}: not a claim of the pre-registration {prereg_path}")
+            if c["preregistration_sha256"] != sha:
+                problems.append(f"{cid}: preregistration_sha256: recorded {c['preregistration_sha256']}, file {sha}")
+        if spec is None:  # α = 0.05, power = 0.8, no margin, default collapse rule
+            spec = dict(c, arms=[{"label": a["label"]} for a in c["arms"]])
+        else:
+            for key in ("statement", "family", "kind", "metric", "scale", "pairing", "paper_effect"):
+                if not _same(c[key], spec[key]):
+                    problems.append(f"{cid}: {key}: recorded {c[key]!r}, pre-registered {spec[key]!r}")
+        paths = [a["results"] for a in c["arms"]]
+        # Without the floor, recorded exclusions are accepted as "failed to train"; a collapsed run
+        # missing from them still shows as a collapsed_excluded mismatch.
+        extra = c["collapsed_excluded"] if untrained_accuracy is None else ()
+        try:
+            new = _build(spec, paths, c["preregistration_sha256"], root, untrained_accuracy, extra)
+        except (ValueError, TypeError) as exc:
+            problems.append(f"{cid}: cannot recompute: {exc}")
+            rebuilt.append(dict(c))
+            continue
+        for key in ("effect", "ci_low", "ci_high", "p", "n", "mde", "verdict", "collapsed_excluded"):
+            if not _same(c[key], new[key]):
+                problems.append(f"{cid}: {key}: recorded {c[key]!r}, recomputed {new[key]!r}")
+        for j, (a, b) in enumerate(zip(c["arms"], new["arms"])):
+            if a["results"] != b["results"]:
+                problems.append(f"{cid}: arms[{j}].results are not in seed order: recorded {a['results']}, "
+                                f"expected {b['results']}")
+        rebuilt.append(new)
+    for cid in sorted(set(specs) - {c["id"] for c in claims}):
+        problems.append(f"{cid}: pre-registered but missing from the ledger")
+    for c, new in zip(claims, apply_holm(rebuilt)):
+        if not _same(c["p_holm"], new["p_holm"]):
+            problems.append(f"{c['id']}: p_holm: recorded {c['p_holm']!r}, recomputed {new['p_holm']!r}")
+    return problems
+
+
+# the book's table ------------------------------------------------------------
+
+def _signed(x: Optional[float]) -> str:
+    return "—" if x is None else f"{x:+.2f}".replace("-", "−")
+
+
+def _pval(p: Optional[float]) -> str:
+    if p is None:
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def claims_table_markdown(claims: Sequence[Mapping]) -> str:
+    """A Markdown table of the ledger: claim, kind, family, effect, 95 % CI, n, p (Holm), MDE, verdict.
+
+    Points with two decimals and a sign; ``p (Holm)`` shows the raw p with the Holm-adjusted one in
+    parentheses; ``—`` marks a value that does not exist (no test).
+    """
+    for i, c in enumerate(claims):
+        _check_claim(c, i)
+    lines = ["| claim | kind | family | effect | 95 % CI | n | p (Holm) | MDE | verdict |",
+             "|---|---|---|---:|---|---:|---|---:|---|"]
+    for c in claims:
+        claim = f"{c['statement']} (`{c['id']}`)".replace("|", "\\|")
+        ci = "—" if c["ci_low"] is None else f"[{_signed(c['ci_low'])}, {_signed(c['ci_high'])}]"
+        p = "—" if c["p"] is None else f"{_pval(c['p'])} ({_pval(c['p_holm'])})"
+        mde = "—" if c["mde"] is None else f"{c['mde']:.2f}"
+        lines.append(f"| {claim} | {c['kind']} | {c['family']} | {_signed(c['effect'])} | {ci} | {c['n']} "
+                     f"| {p} | {mde} | {c['verdict']} |")
+    return "\n".join(lines) + "\n"
