@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from gca.data import stratified_split
+from gca.data import load_run_data, stratified_split
 
 __all__ = [
     "freeze",
@@ -346,17 +346,6 @@ def uniformity(z: Tensor, *, t: float = 2.0, block: int = 2048) -> float:
 # ---------------------------------------------------------------------------------------------
 # Whole-run evaluation
 # ---------------------------------------------------------------------------------------------
-def _load_eval_data(config, split: str):
-    from gca import data as gdata
-
-    d = config.data
-    ds = gdata.load_dataset(d.dataset, split=split, data_dir=d.data_dir, **d.load_kwargs)
-    n_per_class = d.n_per_class if split == "train" else d.test_n_per_class
-    if n_per_class is not None:
-        ds = gdata.balanced_subset(ds, n_per_class, seed=config.train.seed)
-    return ds
-
-
 def _check_corruption_names(e) -> None:
     from gca import augment as gaug
     from gca import data as gdata
@@ -382,8 +371,8 @@ def evaluate_model(
     _check_corruption_names(e)  # before any feature is extracted or probe fitted
     device = torch.device(device)
     model = freeze(model.to(device))
-    train_ds = train_data if train_data is not None else _load_eval_data(config, "train")
-    test_ds = test_data if test_data is not None else _load_eval_data(config, "test")
+    train_ds = train_data if train_data is not None else load_run_data(config, "train")
+    test_ds = test_data if test_data is not None else load_run_data(config, "test")
     size = config.data.image_size
     mean, std = train_ds.mean, train_ds.std
     kw = dict(mean=mean, std=std, batch_size=e.batch_size, device=device, size=size, progress=progress)

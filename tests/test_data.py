@@ -11,6 +11,7 @@ import struct
 import tarfile
 import time
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from PIL import Image
 
 from gca import data as gd
 from gca.data import DatasetNotFoundError, DownloadError, load_dataset
+from gca.data.loaders import mnist as mnist_loader
+from gca.data.prepare import _find_offline_script
 
 RNG = np.random.default_rng(0)
 
@@ -30,7 +33,7 @@ RNG = np.random.default_rng(0)
 
 
 def _offline_module():
-    script = gd._find_offline_script()
+    script = _find_offline_script()
     if script is None:
         return None
     spec = importlib.util.spec_from_file_location("make_cifar10", script)
@@ -117,7 +120,7 @@ def test_missing_dataset_error_names_folder_and_command(tmp_path, name):
 
 
 def test_missing_fashion_mnist_lists_debian_location(tmp_path, monkeypatch):
-    monkeypatch.setattr(gd, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+    monkeypatch.setattr(mnist_loader, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
     with pytest.raises(DatasetNotFoundError, match="gca data fetch fashion-mnist") as info:
         load_dataset("fashion-mnist", data_dir=tmp_path)
     assert "no-debian" in str(info.value) and "apt-get install dataset-fashion-mnist" in str(info.value)
@@ -229,7 +232,7 @@ def test_fashion_mnist_idx_gz(tmp_path):
         gd.read_idx(bad)
 
 
-@pytest.mark.skipif(not (gd.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
+@pytest.mark.skipif(not (mnist_loader.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
                     reason="Debian package dataset-fashion-mnist not installed")
 def test_fashion_mnist_from_debian_package(tmp_path):
     te = load_dataset("fashion-mnist", "test", data_dir=tmp_path)  # nothing under tmp_path: Debian location
@@ -362,7 +365,7 @@ def test_fetch_fails_fast_without_network(tmp_path, monkeypatch):
     def unreachable(url, timeout):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(gd.urllib.request, "urlopen", unreachable)
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
     t0 = time.perf_counter()
     with pytest.raises(DownloadError, match=r"could not download https://www\.cs\.toronto\.edu.*no internet"):
         gd.fetch("cifar10", tmp_path)
@@ -389,7 +392,7 @@ def test_prepare_offline_cifar10_reports_missing_script(tmp_path):
 
 @pytest.mark.slow
 def test_offline_cifar10_jpeg_copy(tmp_path):
-    if gd._find_offline_script() is None:
+    if _find_offline_script() is None:
         pytest.skip("shared/data/cifar10 not found")
     root = gd.prepare_offline_cifar10(tmp_path)
     tr, te = load_dataset("cifar10", data_dir=root), load_dataset("cifar10", "test", data_dir=root)
@@ -470,7 +473,7 @@ def test_image_dataset_validates_inputs():
 
 
 def test_is_available(tmp_path, monkeypatch):
-    monkeypatch.setattr(gd, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+    monkeypatch.setattr(mnist_loader, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
     assert gd.is_available("digits", tmp_path) and gd.is_available("rotated-digits", tmp_path)
     assert not gd.is_available("cifar10", tmp_path) and not gd.is_available("fashion-mnist", tmp_path)
     write_cifar10(tmp_path)
@@ -513,3 +516,35 @@ def test_stratified_split_rounds_per_stratum_and_nonempty_keeps_both_sides():
     for bad in (0.0, 1.0, -0.5):
         with pytest.raises(ValueError, match="fraction"):
             gd.stratified_split(strata, bad, seed=0)
+
+
+def test_registry_lists_every_loader_module_row_once():
+    import importlib
+    import pkgutil
+
+    import gca.data.loaders as loaders
+
+    rows = []
+    for mod in pkgutil.iter_modules(loaders.__path__):
+        module = importlib.import_module(f"gca.data.loaders.{mod.name}")
+        rows += [getattr(module, k) for k in module.__all__ if isinstance(getattr(module, k), gd.DatasetInfo)]
+    assert {r.name for r in rows} == set(gd.DATASETS) and len(rows) == len(gd.DATASETS)
+    for name, info in gd.DATASETS.items():
+        assert info.name == name and callable(info.loader) and callable(info.available), name
+        assert not info.derived_from or info.derived_from in gd.DATASETS, name
+    for alias, key in gd.ALIASES.items():
+        assert key in gd.DATASETS and gd.canonical_name(alias) == key
+
+
+def test_load_run_data_is_the_configured_subset():
+    from gca.config import resolve_config
+    from gca.train import _load_training_data
+
+    config = resolve_config("smoke", dataset="digits", overrides={"data.n_per_class": 5, "data.test_n_per_class": 3,
+                                                                   "train.seed": 2})
+    tr, te = gd.load_run_data(config, "train"), gd.load_run_data(config, "test")
+    assert tr.checksum == gd.balanced_subset(load_dataset("digits"), 5, seed=2).checksum
+    assert te.labels.bincount().tolist() == [3] * 10 and te.split == "test"
+    assert _load_training_data(config).checksum == tr.checksum  # pretraining sees the same images
+    with pytest.raises(ValueError, match="split"):
+        gd.load_run_data(config, "val")
