@@ -32,6 +32,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from gca.methods import get_method, method_names
+
 __all__ = [
     "METHODS",
     "PROFILES",
@@ -51,8 +53,9 @@ __all__ = [
     "run_config_hash",
 ]
 
-#: The pretraining methods, the loss names of :func:`gca.losses.make_loss` plus ``"byol"``.
-METHODS = ("simclr", "ince", "rince", "gca-ince", "gca-rince", "gca-uot", "iot", "iot-uni", "byol")
+#: The pretraining methods: every name of the registry :mod:`gca.methods` (alignment losses, BYOL,
+#: the study's calibration rows).
+METHODS = method_names()
 
 
 @dataclass
@@ -440,9 +443,11 @@ def validate_config(config: RunConfig, *, check_loss: bool = True) -> RunConfig:
           f"loss.target_alpha must be finite and >= 0, got {lo.target_alpha}")
     _need(math.isfinite(lo.target_beta) and lo.target_beta >= 0,
           f"loss.target_beta must be finite and >= 0, got {lo.target_beta}")
+    kind = get_method(lo.method).kind
     if lo.target != "positive":
-        _need(lo.method != "byol", f"method 'byol' has no target plan; loss.target must be 'positive', got {lo.target!r}")
-        if lo.method != "byol":
+        _need(kind == "alignment",
+              f"method {lo.method!r} has no target plan; loss.target must be 'positive', got {lo.target!r}")
+        if kind == "alignment":
             import inspect
 
             import gca.losses as glosses
@@ -491,15 +496,16 @@ def validate_config(config: RunConfig, *, check_loss: bool = True) -> RunConfig:
         raise ValueError(f"data.dataset: {exc}") from exc
     _need(d.augment.strip().lower().replace("-", "_") in gaug.AUGMENTATIONS,
           f"data.augment must be one of {list(gaug.AUGMENTATIONS)}, got {d.augment!r}")
-    if check_loss and lo.method != "byol":
+    if check_loss and kind == "alignment":
         from gca.losses import make_loss
 
         try:
             make_loss(lo.method, **lo.hparams)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"invalid loss.hparams {lo.hparams!r} for method {lo.method!r}: {exc}") from exc
-    elif lo.method == "byol" and lo.hparams:
-        raise ValueError(f"method 'byol' takes no loss.hparams (got {lo.hparams!r}); use loss.ema_base")
+    elif kind != "alignment" and lo.hparams:
+        raise ValueError(f"method {lo.method!r} takes no loss.hparams (got {lo.hparams!r})"
+                         + ("; use loss.ema_base" if kind == "byol" else ""))
     return config
 
 
