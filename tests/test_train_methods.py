@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from gca.config import config_to_dict
+from gca.config import config_to_dict, resolve_config
 from gca.eval import evaluate_run
 from gca.methods import get_method, method_names
 from gca.models import SupervisedModel
@@ -103,8 +103,19 @@ def test_initial_backbone_does_not_depend_on_the_global_rng():
     b = build_training(tiny_config("byol"), in_channels=1, device=torch.device("cpu"))
     for k, v in _backbone(a.model).items():
         assert torch.equal(_backbone(b.model)[k], v), k
-    for k, v in a.model.projector.state_dict().items():
-        assert torch.equal(b.model.projector.state_dict()[k], v), k
+    linear = lambda m: [p for p in m.projector.parameters() if p.dim() == 2]  # noqa: E731  (BYOL's has BN too)
+    assert len(linear(a.model)) == len(linear(b.model)) == 2
+    assert all(torch.equal(p, q) for p, q in zip(linear(a.model), linear(b.model)))
+
+
+def test_byol_projector_has_batch_norm_as_configured():
+    has_bn = lambda m: any(isinstance(x, torch.nn.BatchNorm1d) for x in m.projector.modules())  # noqa: E731
+    for profile in ("smoke", "cpu", "paper"):
+        assert resolve_config(profile, method="byol", validate=False).model.byol_projector_batch_norm, profile
+    assert has_bn(BYOLMethod.build_model(tiny_config("byol"), in_channels=1))
+    assert not has_bn(BYOLMethod.build_model(tiny_config("byol", **{"model.byol_projector_batch_norm": False}),
+                                             in_channels=1))
+    assert not has_bn(AlignmentMethod.build_model(tiny_config("ince"), in_channels=1))  # BYOL's option only
 
 
 # --------------------------------------------------------------------------- calibration rows

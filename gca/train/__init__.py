@@ -1,4 +1,4 @@
-"""Self-supervised pretraining for every method of :mod:`gca.methods` (the alignment losses, BYOL,
+"""Self-supervised pretraining for every method of ``gca.methods`` (the alignment losses, BYOL,
 and the study's calibration rows).
 
 One loop serves all methods: two augmented views per image → the method's network → its loss
@@ -13,10 +13,10 @@ supervised calibration row — cross-entropy on the labels). The package, one co
                                     ``metrics.jsonl``, ``checkpoint.pt`` (atomic), ``summary.json``;
                                     resume rules; orphaned temporary files
 :mod:`gca.train.batches`            training subset, batches, the two augmented views
-:mod:`gca.train.objectives`         :class:`TrainingMethod` and its implementations (alignment,
+:mod:`gca.train.objectives`         :class:`~gca.train.TrainingMethod` and its implementations (alignment,
                                     BYOL, supervised, untrained), chosen by the method's kind
 :mod:`gca.train.step`               learning-rate schedule, optimiser, one step (mixed precision)
-:mod:`gca.train.loop`               :func:`pretrain` and :func:`load_run`
+:mod:`gca.train.loop`               :func:`~gca.train.pretrain` and :func:`~gca.train.load_run`
 ==================================  ==========================================================
 
 Features: per-iteration warm-up + cosine learning rate; mixed precision on CUDA with the loss in

@@ -1,9 +1,9 @@
-"""The pretraining loop: :func:`pretrain` and its inverse :func:`load_run`.
+"""The pretraining loop: :func:`~gca.train.pretrain` and its inverse :func:`~gca.train.load_run`.
 
-:func:`pretrain` puts the pieces together — set-up (:mod:`gca.train.runtime`), the run directory
+:func:`~gca.train.pretrain` puts the pieces together — set-up (:mod:`gca.train.runtime`), the run directory
 (:mod:`gca.train.rundir`), the data (:mod:`gca.train.batches`), the method and its step
 (:mod:`gca.train.objectives`, :mod:`gca.train.step`) — and runs the epochs: per-iteration learning
-rate, one :class:`~gca.train.step.TrainStep` per batch, step and epoch records, atomic checkpoints
+rate, one :class:`~gca.train.TrainStep` per batch, step and epoch records, atomic checkpoints
 every ``train.checkpoint_every`` epochs and at the end, the summary.
 """
 
@@ -34,7 +34,7 @@ __all__ = ["PretrainResult", "pretrain", "load_run", "resolve_for_data"]
 
 @dataclass
 class PretrainResult:
-    """What :func:`pretrain` returns: the run directory, the trained model (unwrapped, on the
+    """What :func:`~gca.train.pretrain` returns: the run directory, the trained model (unwrapped, on the
     training device), the per-epoch records written to ``metrics.jsonl`` and the configuration
     as recorded in ``config.json`` (resolved against the data: ``model.in_channels`` set)."""
 

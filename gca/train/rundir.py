@@ -102,7 +102,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
                              "'gca pretrain' or from a source you trust") from None
         raise ValueError(f"{path} is damaged ({first}); restore it or retrain the run") from None
     except (EOFError, RuntimeError) as exc:
-        raise ValueError(f"{path} is damaged or truncated ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"{path} is damaged or truncated ({type(exc).__name__}: {first}); "
                          "restore it, or delete it and retrain the run") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a gca checkpoint (it holds a {type(state).__name__}, not a dict); point at "

@@ -55,7 +55,7 @@ def epoch_generator_seed(seed: int, epoch: int, rank: int = 0, stream: int = 0) 
 
 
 def init_seed(seed: int, part: str) -> int:
-    """Seed of the initial weights of ``part`` (one of :data:`INIT_STREAMS`) for run seed ``seed``.
+    """Seed of the initial weights of ``part`` (one of :data:`~gca.train.runtime.INIT_STREAMS`) for run seed ``seed``.
 
     Disjoint from the epoch streams of :func:`epoch_generator_seed` for any realistic seed and epoch.
     """

@@ -1,7 +1,7 @@
 r"""One optimisation step: learning-rate schedule, optimiser, mixed precision, the step itself.
 
 - SGD (momentum, Nesterov) or Adam; learning rate warmed up linearly then cosine-decayed, **stepped
-  per iteration** (:func:`learning_rate`) — the authors' code steps a per-step schedule once per
+  per iteration** (:func:`~gca.train.learning_rate`) — the authors' code steps a per-step schedule once per
   epoch, so it barely decays (``official-code.md`` item 8).
 - Mixed precision on CUDA (bfloat16 by default, float16 with a gradient scaler); the loss itself is
   always evaluated in float32. A non-finite loss raises before any parameter changes.
@@ -63,9 +63,9 @@ class TrainStep:
 
     ``step((v1, v2), k, inputs)``: forward both views in one batch (under autocast on CUDA when
     enabled), the method's loss in float32 (``inputs``: what the method needs besides the views,
-    :meth:`~gca.train.objectives.TrainingMethod.batch_inputs` — a target plan, labels, or ``None``),
+    :meth:`~gca.train.TrainingMethod.batch_inputs` — a target plan, labels, or ``None``),
     backward (through the gradient scaler), optimiser step, then the method's
-    :meth:`~gca.train.objectives.TrainingMethod.after_step` (BYOL: the EMA update of the target).
+    :meth:`~gca.train.TrainingMethod.after_step` (BYOL: the EMA update of the target).
     Returns the loss value (a Python float); raises FloatingPointError on a non-finite loss, before
     any parameter changes.
     """
@@ -128,7 +128,7 @@ def build_training(config, *, in_channels: int, device: torch.device,
                    loss_factory: Callable[..., nn.Module] | None = None, distributed: bool = False,
                    total_steps: int = 1, n_classes: int | None = None) -> TrainStep:
     """Method, model (initial weights from ``train.seed`` alone), optimiser and scaler as configured,
-    as a :class:`TrainStep`. ``n_classes``: the number of classes (the supervised row needs it)."""
+    as a :class:`~gca.train.TrainStep`. ``n_classes``: the number of classes (the supervised row needs it)."""
     method = make_training_method(config, device=device, distributed=distributed, loss_factory=loss_factory)
     model = method.build_model(config, in_channels=in_channels, n_classes=n_classes).to(device)
     if distributed and device.type == "cuda" and config.train.sync_batchnorm:
