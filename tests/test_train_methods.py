@@ -41,6 +41,8 @@ def test_every_registered_method_has_a_training_implementation_of_its_kind():
     assert {method_class(n) for n in method_names("calibration")} == {SupervisedMethod, UntrainedMethod}
     with pytest.raises(ValueError, match="unknown method"):
         method_class("nope")
+    with pytest.raises(TypeError, match="RunConfig"):
+        build_training({"loss": {"method": "ince"}}, in_channels=1, device=torch.device("cpu"))
 
 
 def test_init_streams_are_distinct_and_validated():

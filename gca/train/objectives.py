@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gca import plans
+from gca.config import RunConfig
 from gca.losses import make_loss
 from gca.methods import get_method, method_names
 from gca.models import (
@@ -326,5 +327,7 @@ def make_training_method(config, *, device: torch.device = torch.device("cpu"), 
                          loss_factory: Callable[..., nn.Module] | None = None) -> TrainingMethod:
     """The :class:`~gca.train.TrainingMethod` of ``config.loss.method``; ``loss_factory`` (default
     :func:`gca.losses.make_loss`) builds an alignment method's loss from its name and hyperparameters."""
+    if not isinstance(config, RunConfig):
+        raise TypeError(f"config must be a gca.config.RunConfig, got {type(config).__name__}")
     cls = method_class(config.loss.method)
     return cls(config, device=device, distributed=distributed, loss_factory=loss_factory)
