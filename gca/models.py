@@ -8,6 +8,8 @@
   sizes configurable.
 - :class:`Predictor` and :class:`BYOLModel`: BYOL's online predictor and the exponential-moving-average
   target network, with the cosine EMA schedule of Grill et al. (2020), :func:`ema_momentum`.
+- :class:`SupervisedModel`: the study's supervised calibration row, the same encoder with a linear
+  classifier on its features.
 
 Every backbone exposes ``feat_dim`` (size of the pooled feature ``h``); :class:`ContrastiveModel`
 maps images to ``(h, z)`` with ``z = g(h)`` the projection fed to the losses.
@@ -38,6 +40,7 @@ __all__ = [
     "Predictor",
     "ContrastiveModel",
     "BYOLModel",
+    "SupervisedModel",
     "ema_momentum",
     "build_model",
 ]
@@ -438,6 +441,33 @@ class BYOLModel(nn.Module):
         torch._foreach_add_(target, online, alpha=1.0 - tau)
         for b_t, b_o in zip(self.target.buffers(), self.online.buffers()):
             b_t.copy_(b_o)
+
+
+class SupervisedModel(nn.Module):
+    """The supervised calibration row: encoder ``f``, projector ``g`` and a linear classifier on ``h``.
+
+    :meth:`logits` is ``W f(x) + b`` (trained with cross-entropy on the labels); ``forward`` returns
+    the projection ``g(f(x))`` so that the model stands wherever a :class:`ContrastiveModel` is
+    expected. The projector is not trained (its parameters are frozen at their initial values): it
+    is kept so that the evaluation computes the same projection metrics for every run.
+    """
+
+    def __init__(self, encoder: ContrastiveModel, classifier: nn.Module):
+        super().__init__()
+        self.backbone = encoder.backbone
+        self.projector = encoder.projector
+        self.classifier = classifier
+        for p in self.projector.parameters():
+            p.requires_grad_(False)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.projector(self.backbone(x))
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.classifier(self.backbone(x))
 
 
 def build_model(

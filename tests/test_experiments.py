@@ -218,7 +218,7 @@ def test_cache_roundtrip_stale_and_force(tmp_path, monkeypatch):
     prov = stored["provenance"]
     assert {"git_commit", "packages", "device", "seed", "data_checksum", "time"} <= set(prov)
     assert 0.0 <= stored["metrics"]["linear_accuracy"] <= 1.0
-    assert "gca/losses.py" in stored["code"]["files"] and "gca/train.py" in stored["code"]["files"]
+    assert "gca/losses.py" in stored["code"]["files"] and "gca/train/loop.py" in stored["code"]["files"]
     assert any(k.startswith("gca/ot.py::") for k in stored["code"]["functions"])  # GCA-INCE runs Sinkhorn
     assert ex.check_result(path) == (stored, "done")
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gca.config import (
+    METHODS,
     PROFILES,
     RunConfig,
     apply_overrides,
@@ -15,6 +16,7 @@ from gca.config import (
     run_config_hash,
     validate_config,
 )
+from tests.test_train import _needs_loss
 
 
 def test_paper_profile_is_the_papers_configuration():
@@ -31,13 +33,17 @@ def test_paper_profile_is_the_papers_configuration():
         "resnet50", "imagenet", 224, 128, 200)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("profile", sorted(PROFILES))
-def test_every_profile_resolves_for_every_method(profile):
-    from gca.config import METHODS
+def test_every_profile_resolves_for_every_method(profile, method):
+    c = resolve_config(profile, method=_needs_loss(method))
+    assert c.profile == profile and c.loss.method == method
 
-    for method in METHODS:
-        c = resolve_config(profile, method=method)
-        assert c.profile == profile and c.loss.method == method
+
+def test_config_methods_are_the_registry():
+    from gca.methods import METHOD_NAMES
+
+    assert METHODS == METHOD_NAMES
 
 
 def test_overrides_are_typed_and_win_over_profile():
