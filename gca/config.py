@@ -167,14 +167,23 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     """Frozen-encoder evaluation (:mod:`gca.eval`). The linear probe's weight decay is chosen from
-    ``probe_weight_decays`` on a validation split (``val_fraction`` of the training set), then
-    refitted on the whole training set and reported once on test. kNN: Wu et al. (2018) weighted
-    vote with ``knn_k`` neighbours and temperature ``knn_temperature``. corruptions: names for
-    :func:`gca.augment.corrupt` evaluated at ``corruption_severities``; cifar10c_corruptions: names
-    of the real CIFAR-10-C files (or ``all``) evaluated at the same severities, when present."""
+    ``probe_weight_decays`` on a validation split (``val_fraction`` of the probe's training set),
+    then refitted on the whole probe training set and reported once on test. kNN: Wu et al. (2018)
+    weighted vote with ``knn_k`` neighbours and temperature ``knn_temperature``. corruptions: names
+    for :func:`gca.augment.corrupt` evaluated at ``corruption_severities``; cifar10c_corruptions:
+    names of the real CIFAR-10-C files (or ``all``) evaluated at the same severities, when present.
+
+    probe_train_per_class: the probe and kNN are fitted on this many images per class of the whole
+    training split, drawn with ``probe_train_seed`` — one fixed set for every run, independent of
+    ``train.seed`` and of the pretraining subset, which it may overlap (as standard linear
+    evaluation fits on the whole training set) — or, when ``None``, on the pretraining subset
+    (``data.n_per_class``). The test set is ``data.test_n_per_class`` (``None``: the whole split).
+    seed: validation split of the probe and the augmentations of the alignment/uniformity views."""
 
     batch_size: int = 512
     val_fraction: float = 0.1
+    probe_train_per_class: int | None = None
+    probe_train_seed: int = 1000
     probe_weight_decays: tuple[float, ...] = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
     probe_max_iter: int = 300
     knn_k: int = 200
@@ -490,6 +499,11 @@ def validate_config(config: RunConfig, *, check_loss: bool = True) -> RunConfig:
     _need(t.num_workers >= 0, f"train.num_workers must be >= 0, got {t.num_workers}")
     _need(e.batch_size >= 1, f"eval.batch_size must be >= 1, got {e.batch_size}")
     _need(0.0 < e.val_fraction < 1.0, f"eval.val_fraction must lie in (0, 1), got {e.val_fraction}")
+    _need(e.probe_train_per_class is None or e.probe_train_per_class >= 2,
+          f"eval.probe_train_per_class must be >= 2 (the probe's validation split takes one per class) or none, "
+          f"got {e.probe_train_per_class}")
+    _need(e.probe_train_seed >= 0, f"eval.probe_train_seed must be >= 0, got {e.probe_train_seed}")
+    _need(e.seed >= 0, f"eval.seed must be >= 0, got {e.seed}")
     _need(len(e.probe_weight_decays) >= 1 and all(math.isfinite(w) and w >= 0 for w in e.probe_weight_decays),
           f"eval.probe_weight_decays must be non-negative numbers, got {e.probe_weight_decays}")
     _need(e.probe_max_iter >= 1, f"eval.probe_max_iter must be >= 1, got {e.probe_max_iter}")

@@ -10,9 +10,18 @@ epoch):
   (the backbone output ``h``) are computed once and cached; the probe trains on the cache.
 - Linear probe = multinomial logistic regression on standardised features, fitted to convergence
   by full-batch L-BFGS (a convex problem: no epochs, hence no "best epoch" to pick). Its L2 weight
-  decay is chosen on a validation split carved (stratified, seeded) from the *training* set; the
-  probe is then refitted on the whole training set with that value and evaluated **once** on the
-  test set.
+  decay is chosen on a validation split carved (stratified, seeded) from the *probe's training*
+  set; the probe is then refitted on the whole probe training set with that value and evaluated
+  **once** on the test set. The weight-decay grid is fitted from the largest value down, each fit
+  starting from the previous solution (a warm start: the same minimiser; over the grid of
+  CIFAR-10 features about a third of the iterations of cold starts).
+- Evaluation data (:func:`load_eval_data`): the probe and kNN are fitted either on the pretraining
+  subset (``eval.probe_train_per_class = None``, the default) or on a *fixed* class-balanced set
+  of ``eval.probe_train_per_class`` images per class drawn from the whole training split with
+  ``eval.probe_train_seed`` — the same set for every run, whatever its seed. That set is chosen
+  independently of the pretraining subset and may overlap it, as in standard linear evaluation,
+  which fits the probe on the whole training set the encoder was pretrained on (pretraining never
+  sees labels). The test set is ``data.test_n_per_class`` images per class (``None``: all).
 - Weighted kNN (Wu et al. 2018): cosine similarity, the ``k`` nearest training features vote with
   weight ``exp(s / τ)``; ``k = 200`` and ``τ = 0.07`` by default (Wu et al.'s values), fixed, never
   tuned on test.
@@ -39,7 +48,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from gca.data import load_run_data, stratified_split
+from gca import augment as gaug
+from gca import data as gdata
+from gca.config import apply_overrides, config_to_dict, run_config_hash, validate_config
+from gca.provenance import collect_provenance
+from gca.train import load_run, resolve_device
 
 __all__ = [
     "freeze",
@@ -50,9 +63,10 @@ __all__ = [
     "linear_probe",
     "knn_predict",
     "knn_accuracy",
-    "alignment",
+    "alignment_metric",
     "uniformity",
     "stratified_split_indices",
+    "load_eval_data",
     "evaluate_model",
     "evaluate_run",
     "EVAL_NAME",
@@ -156,20 +170,24 @@ def extract_features(
 def stratified_split_indices(labels: Tensor, fraction: float, *, seed: int) -> tuple[Tensor, Tensor]:
     """(fit, validation) indices: ``round(fraction · n_c)`` of each class held out, seeded, at least
     one per class on each side (:func:`gca.data.stratified_split` with ``nonempty=True``)."""
-    return stratified_split(labels, fraction, seed=seed, nonempty=True)
+    return gdata.stratified_split(labels, fraction, seed=seed, nonempty=True)
 
 
 def fit_logistic_regression(
     features: Tensor, labels: Tensor, n_classes: int, *, weight_decay: float = 0.0, max_iter: int = 300,
-    tol: float = 1e-6, warn_tol: float = 1e-3,
+    tol: float = 1e-6, warn_tol: float = 1e-3, init: nn.Linear | None = None,
 ) -> nn.Linear:
     r"""Multinomial logistic regression by full-batch L-BFGS.
 
     .. math:: \min_{W, b}\ \frac1n\sum_i -\log\operatorname{softmax}(W x_i + b)_{y_i} + \frac{\lambda}{2}\|W\|_F^2
 
     (bias not penalised). ``features (n, D)`` float32/64 (kept), ``labels (n,)`` int64 in ``[0, n_classes)``.
-    Deterministic. L-BFGS stops when the gradient's largest entry is below ``tol`` or after
-    ``max_iter`` iterations; the returned layer carries ``n_iter``, ``grad_max`` and ``converged``
+    Deterministic. L-BFGS starts from zero weights, or from a copy of ``init`` (a fitted
+    ``nn.Linear(D, n_classes)``: a warm start, e.g. the solution for a nearby weight decay; the
+    problem is strictly convex for ``weight_decay > 0``, so the minimiser does not depend on the
+    start; with ``weight_decay = 0`` on separable features there is no minimiser, and where L-BFGS
+    stops does). L-BFGS stops when the gradient's largest entry is below ``tol``, the loss stops
+    changing (``tol · 1e-3``) or after ``max_iter`` iterations; the returned layer carries ``n_iter``, ``grad_max`` and ``converged``
     (``grad_max <= warn_tol``), and a RuntimeWarning is issued when it did not converge (weakly
     regularised probes on separable features converge slowly: their weights keep growing).
     """
@@ -179,11 +197,20 @@ def fit_logistic_regression(
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
     if labels.numel() and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(f"labels must lie in [0, {n_classes}), got range [{int(labels.min())}, {int(labels.max())}]")
+    if init is not None and (not isinstance(init, nn.Linear) or init.weight.shape != (n_classes, features.shape[1])
+                             or init.bias is None):
+        raise ValueError(f"init must be an nn.Linear({features.shape[1]}, {n_classes}) with a bias (a fitted probe), "
+                         f"got {init!r}")
     x = features if features.dtype in (torch.float32, torch.float64) else features.float()
     y = labels.to(features.device)
     clf = nn.Linear(x.shape[1], n_classes).to(device=x.device, dtype=x.dtype)
-    nn.init.zeros_(clf.weight)
-    nn.init.zeros_(clf.bias)
+    with torch.no_grad():
+        if init is None:
+            clf.weight.zero_()
+            clf.bias.zero_()
+        else:
+            clf.weight.copy_(init.weight)
+            clf.bias.copy_(init.bias)
     opt = torch.optim.LBFGS(clf.parameters(), lr=1.0, max_iter=max_iter, tolerance_grad=tol,
                             tolerance_change=tol * 1e-3, history_size=20, line_search_fn="strong_wolfe")
 
@@ -253,28 +280,41 @@ def linear_probe(
     seed: int = 0, max_iter: int = 300, n_classes: int | None = None, progress: bool = False,
 ) -> LinearProbeResult:
     """Frozen-feature linear probe with weight decay selected on a validation split of the
-    training features; the refitted final probe is evaluated once on the test features."""
+    training features; the refitted final probe is evaluated once on the test features.
+
+    The grid is fitted from the largest weight decay down, each fit warm-started from the previous
+    one, and the final refit from the selected validation fit (:func:`fit_logistic_regression`'s
+    ``init``)."""
     if len(weight_decays) == 0:
         raise ValueError("weight_decays must hold at least one value")
+    if any(not math.isfinite(float(wd)) or float(wd) < 0 for wd in weight_decays):
+        raise ValueError(f"weight_decays must be finite numbers >= 0, got {tuple(weight_decays)}")
     n_classes = int(max(train_labels.max(), test_labels.max() if len(test_labels) else 0)) + 1 if n_classes is None else n_classes
     fit_idx, val_idx = stratified_split_indices(train_labels, val_fraction, seed=seed)
+    grid = [float(wd) for wd in weight_decays]
     val_acc: dict[float, float] = {}
     converged: dict = {}
-    if len(weight_decays) == 1:
-        best = float(weight_decays[0])
+    start = None  # warm start of the final refit: the validation fit with the selected weight decay
+    if len(grid) == 1:
+        best = grid[0]
     else:
         x_fit, x_val = _standardise(train_features[fit_idx], train_features[val_idx])
-        for wd in tqdm(weight_decays, desc="linear probe: weight decay on validation", disable=not progress,
-                       leave=False):
-            clf = fit_logistic_regression(x_fit, train_labels[fit_idx], n_classes, weight_decay=float(wd),
-                                          max_iter=max_iter)
-            val_acc[float(wd)] = _accuracy(clf, x_val, train_labels[val_idx])
-            converged[float(wd)] = clf.converged
+        fits: dict[float, nn.Linear] = {}
+        prev = None
+        # Largest weight decay first (the best-conditioned fit), each next fit warm-started from the last.
+        for wd in tqdm(sorted(set(grid), reverse=True), desc="linear probe: weight decay on validation",
+                       disable=not progress, leave=False):
+            prev = fits[wd] = fit_logistic_regression(x_fit, train_labels[fit_idx], n_classes, weight_decay=wd,
+                                                      max_iter=max_iter, init=prev)
+        for wd in grid:  # recorded in the grid's order
+            val_acc[wd] = _accuracy(fits[wd], x_val, train_labels[val_idx])
+            converged[wd] = fits[wd].converged
         best = max(val_acc, key=lambda w: (val_acc[w], w))  # ties: the stronger regularisation
+        start = fits[best]
     mean = train_features.mean(0, keepdim=True)
     std = train_features.std(0, keepdim=True).clamp_min(1e-6)
     x_train, x_test = (train_features - mean) / std, (test_features - mean) / std
-    clf = fit_logistic_regression(x_train, train_labels, n_classes, weight_decay=best, max_iter=max_iter)
+    clf = fit_logistic_regression(x_train, train_labels, n_classes, weight_decay=best, max_iter=max_iter, init=start)
     converged["final"] = clf.converged
     return LinearProbeResult(best, val_acc, converged, _accuracy(clf, x_train, train_labels),
                              _accuracy(clf, x_test, test_labels), clf, mean, std)
@@ -319,8 +359,10 @@ def knn_accuracy(train_features, train_labels, test_features, test_labels, **kw)
 # ---------------------------------------------------------------------------------------------
 # Alignment and uniformity (Wang & Isola, 2020)
 # ---------------------------------------------------------------------------------------------
-def alignment(z1: Tensor, z2: Tensor, *, alpha: float = 2.0) -> float:
-    r""":math:`\mathbb E\,\|\hat z_1 - \hat z_2\|_2^{\alpha}` over positive pairs (rows of ``z1``, ``z2``: (N, d))."""
+def alignment_metric(z1: Tensor, z2: Tensor, *, alpha: float = 2.0) -> float:
+    r"""Wang & Isola's alignment metric :math:`\mathbb E\,\|\hat z_1 - \hat z_2\|_2^{\alpha}` over
+    positive pairs (rows of ``z1``, ``z2``: (N, d); lower is better). Not the loss core
+    :func:`gca.losses.alignment`: this measures a trained encoder, that one defines the losses."""
     if z1.shape != z2.shape:
         raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     return float((F.normalize(z1.double(), dim=1) - F.normalize(z2.double(), dim=1)).norm(dim=1).pow(alpha).mean())
@@ -328,28 +370,61 @@ def alignment(z1: Tensor, z2: Tensor, *, alpha: float = 2.0) -> float:
 
 def uniformity(z: Tensor, *, t: float = 2.0, block: int = 2048) -> float:
     r""":math:`\log \mathbb E_{i \ne j}\, e^{-t\|\hat z_i - \hat z_j\|^2}` over all distinct pairs of rows
-    of ``z`` (N, d), computed exactly in row blocks with a log-sum-exp (no N² buffer)."""
+    of ``z`` (N, d), computed exactly in float64, by row bands of the upper triangle (each unordered
+    pair once, counted twice) with a log-sum-exp (no N² buffer)."""
     n = z.shape[0]
     if n < 2:
         raise ValueError(f"uniformity needs at least 2 rows, got {n}")
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"t must be a finite number > 0, got {t}")
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
     zn = F.normalize(z.double(), dim=1)
     parts = []
     for start in range(0, n, block):
-        d2 = (2.0 - 2.0 * zn[start:start + block] @ zn.T).clamp_min(0.0)
-        logits = -t * d2
-        rows = torch.arange(start, min(start + block, n))
-        logits[rows - start, rows] = -math.inf  # exclude i = j
-        parts.append(torch.logsumexp(logits.flatten(), 0))
+        b = min(block, n - start)
+        # pairs (i, j), i in this band, j >= start: -t‖ẑ_i − ẑ_j‖² = 2t(cos − 1) <= 0
+        logits = (zn[start:start + b] @ zn[start:].T).sub_(1.0).clamp_(max=0.0).mul_(2.0 * t)
+        logits[:, :b].diagonal().fill_(-math.inf)  # exclude i = j
+        top = logits.max()
+        if top == -math.inf:  # a last band of one row and nothing after it
+            continue
+        w = logits.sub_(top).exp_()
+        # the band's own square holds both (i, j) and (j, i); the pairs right of it occur once: count twice
+        parts.append(top + (w[:, :b].sum() + 2.0 * w[:, b:].sum()).log())
     return float(torch.logsumexp(torch.stack(parts), 0) - math.log(n * (n - 1)))
 
 
 # ---------------------------------------------------------------------------------------------
 # Whole-run evaluation
 # ---------------------------------------------------------------------------------------------
-def _check_corruption_names(e) -> None:
-    from gca import augment as gaug
-    from gca import data as gdata
+def load_eval_data(config, split: str):
+    """The evaluation data of a run of ``config``: ``split="train"`` the set the linear probe and kNN
+    are fitted on, ``split="test"`` the test set (see the module docstring).
 
+    train: ``eval.probe_train_per_class`` images per class of the whole training split drawn with
+    ``eval.probe_train_seed`` (the same set for every run), or, when that is ``None``, the
+    pretraining subset (``data.n_per_class`` drawn with ``train.seed``; all when ``None``).
+    test: ``data.test_n_per_class`` images per class drawn with ``train.seed`` (all when ``None``).
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    d, e = config.data, config.eval
+    if split == "train" and e.probe_train_per_class is not None:
+        ds = gdata.load_dataset(d.dataset, split=split, data_dir=d.data_dir, **d.load_kwargs)
+        return gdata.balanced_subset(ds, e.probe_train_per_class, seed=e.probe_train_seed)
+    return gdata.load_run_data(config, split)  # the run's own subset (data.n_per_class / test_n_per_class)
+
+
+def _probe_train_description(config) -> dict[str, Any]:
+    e = config.eval
+    if e.probe_train_per_class is None:
+        return {"source": "pretraining subset", "per_class": config.data.n_per_class, "seed": config.train.seed}
+    return {"source": "training split, fixed for every run", "per_class": e.probe_train_per_class,
+            "seed": e.probe_train_seed}
+
+
+def _check_corruption_names(e) -> None:
     bad = [n for n in e.corruptions if n not in gaug.CORRUPTIONS]
     if bad:
         raise ValueError(f"eval.corruptions: unknown corruption(s) {bad}; choose from {gaug.CORRUPTIONS}")
@@ -364,15 +439,14 @@ def evaluate_model(
     train_data=None, test_data=None,
 ) -> dict[str, Any]:
     """Evaluate a pretrained :class:`~gca.models.ContrastiveModel` (or BYOL model) as configured
-    by ``config.eval``; returns a JSON-serialisable dict of metrics (see module docstring)."""
-    from gca import augment as gaug
-
+    by ``config.eval``; returns a JSON-serialisable dict of metrics (see module docstring).
+    ``train_data`` / ``test_data`` replace :func:`load_eval_data`'s sets."""
     e = config.eval
     _check_corruption_names(e)  # before any feature is extracted or probe fitted
     device = torch.device(device)
     model = freeze(model.to(device))
-    train_ds = train_data if train_data is not None else load_run_data(config, "train")
-    test_ds = test_data if test_data is not None else load_run_data(config, "test")
+    train_ds = train_data if train_data is not None else load_eval_data(config, "train")
+    test_ds = test_data if test_data is not None else load_eval_data(config, "test")
     size = config.data.image_size
     mean, std = train_ds.mean, train_ds.std
     kw = dict(mean=mean, std=std, batch_size=e.batch_size, device=device, size=size, progress=progress)
@@ -386,6 +460,8 @@ def evaluate_model(
         "n_train": len(train_ds), "n_test": len(test_ds), "feat_dim": h_train.shape[1],
         "train_checksum": train_ds.checksum, "test_checksum": test_ds.checksum,
     }
+    if train_data is None:
+        results["probe_train"] = _probe_train_description(config)
     probe = linear_probe(h_train, train_ds.labels, h_test, test_ds.labels, weight_decays=e.probe_weight_decays,
                          val_fraction=e.val_fraction, seed=e.seed, max_iter=e.probe_max_iter, n_classes=n_classes,
                          progress=progress)
@@ -412,9 +488,9 @@ def evaluate_model(
                 z_parts.append(model.projector(h).float().cpu())
         zs.append(torch.cat(z_parts))
         hs.append(torch.cat(h_parts))
-    results["alignment"] = alignment(zs[0], zs[1], alpha=e.align_alpha)
+    results["alignment"] = alignment_metric(zs[0], zs[1], alpha=e.align_alpha)
     results["uniformity"] = 0.5 * (uniformity(zs[0], t=e.uniform_t) + uniformity(zs[1], t=e.uniform_t))
-    results["alignment_features"] = alignment(hs[0], hs[1], alpha=e.align_alpha)
+    results["alignment_features"] = alignment_metric(hs[0], hs[1], alpha=e.align_alpha)
     results["uniformity_features"] = 0.5 * (uniformity(hs[0], t=e.uniform_t) + uniformity(hs[1], t=e.uniform_t))
 
     if getattr(train_ds, "domains", None) is not None and getattr(test_ds, "domains", None) is not None:
@@ -436,8 +512,6 @@ def evaluate_model(
                 "knn_accuracy": knn_accuracy(h_train, train_ds.labels, h_c, test_ds.labels, **knn_kw),
             }
     for name in e.cifar10c_corruptions:
-        from gca import data as gdata
-
         names = list(gdata.CIFAR10C_CORRUPTIONS) if name == "all" else [name]
         for cname in names:
             ds_c = gdata.load_dataset("cifar10-c", "test", data_dir=config.data.data_dir, corruption=cname,
@@ -461,10 +535,6 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate the pretrained model of ``run_dir`` (see :func:`gca.train.pretrain`) and write
     ``run_dir/eval.json`` (metrics, the evaluation config and provenance)."""
-    from gca.config import apply_overrides, config_to_dict, run_config_hash, validate_config
-    from gca.provenance import collect_provenance
-    from gca.train import load_run, resolve_device
-
     dev = resolve_device(device)
     config, model = load_run(run_dir, map_location=dev, require_finished=require_finished)
     threads_before = torch.get_num_threads()
@@ -477,9 +547,6 @@ def evaluate_run(
 
 
 def _evaluate_run(run_dir, config, model, dev, overrides, progress, write) -> dict[str, Any]:
-    from gca.config import apply_overrides, config_to_dict, run_config_hash, validate_config
-    from gca.provenance import collect_provenance
-
     if overrides:
         bad = [k for k in (overrides if isinstance(overrides, dict) else [o.split("=", 1)[0] for o in overrides])
                if not (k.startswith("eval.") or k == "data.data_dir")]

@@ -589,16 +589,17 @@ def current_data_checksums(config_dict: Mapping[str, Any], memo: dict | None = N
     a long-lived process (a notebook kernel) sees a change of the data at its next call.
     ``(None, None)`` when the data cannot be loaded here (not verifiable, not a change)."""
     from gca.config import config_from_dict
-    from gca.data import DatasetNotFoundError, load_run_data
+    from gca.data import DatasetNotFoundError
+    from gca.eval import load_eval_data
 
     _use_repo_data_dir()
     memo = {} if memo is None else memo
-    key = json.dumps([config_dict.get("data"), config_dict.get("train", {}).get("seed"),
+    key = json.dumps([config_dict.get("data"), config_dict.get("train", {}).get("seed"), config_dict.get("eval"),
                       os.environ.get("GCA_DATA_DIR")], sort_keys=True, default=str)
     if key not in memo:
         try:
             config = config_from_dict(config_dict)
-            memo[key] = tuple(load_run_data(config, split).checksum for split in ("train", "test"))
+            memo[key] = tuple(load_eval_data(config, split).checksum for split in ("train", "test"))
         except (DatasetNotFoundError, FileNotFoundError):
             memo[key] = (None, None)
     return memo[key]
@@ -661,10 +662,10 @@ def _plans_analysis(model, config, *, batch: int, n_batches: int) -> dict[str, A
     import torch
 
     from gca import augment as gaug
-    from gca.data import load_run_data
+    from gca.eval import load_eval_data
     from gca.losses import make_loss
 
-    ds = load_run_data(config, "test")
+    ds = load_eval_data(config, "test")
     size = config.data.image_size or ds.image_size[0]
     aug = gaug.build_augment(config.data.augment, size)
     mean = torch.as_tensor(ds.mean).view(1, -1, 1, 1)

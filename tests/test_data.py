@@ -538,13 +538,13 @@ def test_registry_lists_every_loader_module_row_once():
 
 def test_load_run_data_is_the_configured_subset():
     from gca.config import resolve_config
-    from gca.train import _load_training_data
+    from gca.train.batches import load_training_data
 
     config = resolve_config("smoke", dataset="digits", overrides={"data.n_per_class": 5, "data.test_n_per_class": 3,
                                                                    "train.seed": 2})
     tr, te = gd.load_run_data(config, "train"), gd.load_run_data(config, "test")
     assert tr.checksum == gd.balanced_subset(load_dataset("digits"), 5, seed=2).checksum
     assert te.labels.bincount().tolist() == [3] * 10 and te.split == "test"
-    assert _load_training_data(config).checksum == tr.checksum  # pretraining sees the same images
+    assert load_training_data(config).checksum == tr.checksum  # pretraining sees the same images
     with pytest.raises(ValueError, match="split"):
         gd.load_run_data(config, "val")

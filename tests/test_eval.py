@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from gca.eval import (
-    alignment,
+    alignment_metric,
     assert_frozen,
     extract_features,
     fit_logistic_regression,
@@ -108,6 +108,42 @@ def test_linear_probe_selects_on_validation_never_on_test():
     assert r.accuracy(xt, yt) == pytest.approx(r.test_accuracy)
 
 
+def test_warm_start_reaches_the_cold_minimiser():
+    x, y = _blobs(n_per_class=60, spread=2.5)
+    x = x.double()
+    cold = fit_logistic_regression(x, y, 4, weight_decay=0.1, max_iter=1000, tol=1e-10)
+    near = fit_logistic_regression(x, y, 4, weight_decay=1.0, max_iter=1000, tol=1e-10)
+    near_weight = near.weight.clone()
+    warm = fit_logistic_regression(x, y, 4, weight_decay=0.1, max_iter=1000, tol=1e-10, init=near)
+    # both stop at a gradient ~1e-7 (float64 loss resolution); the curvature is >= the weight decay
+    torch.testing.assert_close(warm.weight, cold.weight, atol=1e-5, rtol=0)
+    torch.testing.assert_close(warm.bias, cold.bias, atol=1e-5, rtol=0)
+    assert (near.weight - cold.weight).abs().max() > 0.1  # a real start away from the minimiser ...
+    assert torch.equal(near.weight, near_weight)  # ... copied, not mutated
+    with pytest.raises(ValueError, match="init must be an nn.Linear"):
+        fit_logistic_regression(x, y, 4, init=nn.Linear(3, 4))
+
+
+def test_linear_probe_with_warm_starts_equals_independent_cold_fits():
+    x, y = _blobs(n_per_class=50, spread=2.5)
+    xt, yt = _blobs(n_per_class=30, spread=2.5, seed=1)
+    x, xt = x.double(), xt.double()
+    wds = (1e-2, 1e-3, 1.0, 0.1)  # any order: the record keeps it
+    r = linear_probe(x, y, xt, yt, weight_decays=wds, val_fraction=0.2, seed=0, max_iter=1000)
+    assert list(r.val_accuracy) == list(wds)
+    fit_idx, val_idx = stratified_split_indices(y, 0.2, seed=0)
+    mean, std = x[fit_idx].mean(0, keepdim=True), x[fit_idx].std(0, keepdim=True)
+    for wd in wds:
+        clf = fit_logistic_regression((x[fit_idx] - mean) / std, y[fit_idx], 4, weight_decay=wd, max_iter=1000)
+        acc = float((clf((x[val_idx] - mean) / std).argmax(1) == y[val_idx]).float().mean())
+        assert r.val_accuracy[wd] == pytest.approx(acc)
+    final = fit_logistic_regression((x - r.feature_mean) / r.feature_std, y, 4, weight_decay=r.weight_decay,
+                                    max_iter=1000)
+    torch.testing.assert_close(r.classifier.weight, final.weight, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="weight_decays must be finite numbers >= 0"):
+        linear_probe(x, y, xt, yt, weight_decays=(1e-3, -1.0))
+
+
 # --------------------------------------------------------------------------- kNN
 def _knn_loop(bank, bank_y, queries, k, tau, n_classes):
     preds = []
@@ -137,17 +173,23 @@ def test_knn_separable_and_k_capped():
 
 
 # --------------------------------------------------------------------------- alignment / uniformity
-def test_alignment_and_uniformity_formulas():
+def test_alignment_metric_and_uniformity_formulas():
     g = torch.Generator().manual_seed(0)
     z = torch.randn(50, 6, generator=g)
-    assert alignment(z, 3.0 * z) == pytest.approx(0.0, abs=1e-12)  # scale-invariant (normalised)
+    assert alignment_metric(z, 3.0 * z) == pytest.approx(0.0, abs=1e-12)  # scale-invariant (normalised)
     z2 = z + 0.3 * torch.randn(50, 6, generator=g)
     z, z2 = z.double(), z2.double()
     zn, z2n = z / z.norm(dim=1, keepdim=True), z2 / z2.norm(dim=1, keepdim=True)
-    assert alignment(z, z2) == pytest.approx(float(((zn - z2n).norm(dim=1) ** 2).mean()), rel=1e-6)
+    assert alignment_metric(z, z2) == pytest.approx(float(((zn - z2n).norm(dim=1) ** 2).mean()), rel=1e-6)
     naive = math.log(float(torch.exp(-2.0 * torch.pdist(zn.double()) ** 2).mean()))
     assert uniformity(z) == pytest.approx(naive, rel=1e-9)
-    assert uniformity(z, block=7) == pytest.approx(naive, rel=1e-9)  # block size is irrelevant
+    for block in (1, 7, 49, 50, 1000):  # band size is irrelevant (incl. a last band of one row)
+        assert uniformity(z, block=block) == pytest.approx(naive, rel=1e-9)
+    d2 = torch.pdist(zn) ** 2  # large t: the log-sum-exp keeps it finite where a plain mean of exp would not
+    assert uniformity(z, t=300.0) == pytest.approx(float(torch.logsumexp(-300.0 * d2, 0) - math.log(len(d2))), rel=1e-9)
+    assert uniformity(z[:2]) == pytest.approx(-2.0 * float(d2[0]), rel=1e-9)
+    with pytest.raises(ValueError, match="t must be"):
+        uniformity(z, t=0.0)
     collapsed = torch.ones(10, 6)
     assert uniformity(collapsed) == pytest.approx(0.0, abs=1e-9)  # all at one point: log 1
     assert uniformity(z) < -1.0
@@ -202,3 +244,60 @@ def test_cifar10c_evaluation_reads_the_official_files(tmp_path):
     for v in res["corrupted"].values():
         assert v["linear_accuracy"] == pytest.approx(res["linear_accuracy"])
         assert v["knn_accuracy"] == pytest.approx(res["knn_accuracy"])
+
+
+# --------------------------------------------------------------------------- evaluation data
+def _digits_config(**over):
+    from gca.config import resolve_config
+
+    return resolve_config("smoke", dataset="digits", overrides={"data.load_kwargs.size": 8, "data.n_per_class": 20,
+                                                                "data.test_n_per_class": 10, **over})
+
+
+def test_probe_training_set_is_fixed_across_run_seeds_and_balanced():
+    from gca.eval import load_eval_data
+
+    fixed = {seed: load_eval_data(_digits_config(**{"train.seed": seed, "eval.probe_train_per_class": 60}), "train")
+             for seed in (0, 1)}
+    assert fixed[0].checksum == fixed[1].checksum  # the same probe set for every run seed
+    assert len(fixed[0]) == 600 and torch.bincount(fixed[0].labels).tolist() == [60] * 10
+    other = load_eval_data(_digits_config(**{"eval.probe_train_per_class": 60, "eval.probe_train_seed": 7}), "train")
+    assert other.checksum != fixed[0].checksum  # drawn with probe_train_seed
+    # default (None): today's behaviour, the pretraining subset, which follows the run's seed
+    pre = {seed: load_eval_data(_digits_config(**{"train.seed": seed}), "train") for seed in (0, 1)}
+    assert len(pre[0]) == 200 and pre[0].checksum != pre[1].checksum
+    # the test set: data.test_n_per_class, all of the split when none
+    assert len(load_eval_data(_digits_config(), "test")) == 100
+    full = load_eval_data(_digits_config(**{"data.test_n_per_class": None}), "test")
+    assert len(full) > 100 and len(full) == len(load_eval_data(_digits_config(**{"data.test_n_per_class": None,
+                                                                                  "train.seed": 5}), "test"))
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+        load_eval_data(_digits_config(), "val")
+    with pytest.raises(ValueError, match="fewer than n_per_class"):
+        load_eval_data(_digits_config(**{"eval.probe_train_per_class": 10_000}), "train")
+
+
+def test_evaluate_model_fits_probe_and_knn_on_the_fixed_set():
+    from gca.eval import evaluate_model
+
+    cfg = _digits_config(**{"eval.probe_train_per_class": 40, "eval.probe_weight_decays": "1e-2", "eval.knn_k": 5})
+    res = evaluate_model(_tiny_model(1), cfg, progress=False)
+    assert res["n_train"] == 400 and res["n_test"] == 100
+    assert res["probe_train"] == {"source": "training split, fixed for every run", "per_class": 40, "seed": 1000}
+    assert res["knn"]["k"] == 5
+    default = evaluate_model(_tiny_model(1), _digits_config(**{"eval.probe_weight_decays": "1e-2"}), progress=False)
+    assert default["n_train"] == 200 and default["probe_train"]["source"] == "pretraining subset"
+
+
+def test_eval_config_defaults_keep_todays_protocol_and_validate():
+    from gca.config import PROFILES, resolve_config
+
+    for profile in PROFILES:  # existing profiles: the probe trains on the pretraining subset
+        assert resolve_config(profile, method="ince").eval.probe_train_per_class is None
+    assert resolve_config("cpu", overrides=["eval.probe_train_per_class=2000"]).eval.probe_train_per_class == 2000
+    assert resolve_config("cpu", overrides=["eval.probe_train_per_class=none"]).eval.probe_train_per_class is None
+    for bad, match in (("eval.probe_train_per_class=1", "eval.probe_train_per_class must be >= 2"),
+                       ("eval.probe_train_per_class=many", "expects an integer"),
+                       ("eval.probe_train_seed=-1", "eval.probe_train_seed must be >= 0")):
+        with pytest.raises(ValueError, match=match):
+            resolve_config("smoke", overrides=[bad])

@@ -24,11 +24,7 @@ __all__ = ["load_training_data", "dataset_stats", "BatchSource", "ViewMaker", "B
 
 def load_training_data(config):
     """The training split of ``config.data`` (class-balanced subset drawn with ``train.seed``)."""
-    d = config.data
-    ds = gdata.load_dataset(d.dataset, split="train", data_dir=d.data_dir, **d.load_kwargs)
-    if d.n_per_class is not None:
-        ds = gdata.balanced_subset(ds, d.n_per_class, seed=config.train.seed)
-    return ds
+    return gdata.load_run_data(config, "train")
 
 
 def dataset_stats(ds) -> tuple[Tensor, Tensor]:
