@@ -425,7 +425,7 @@ def batch_target(config: RunConfig, dataset, global_indices: Tensor, device: tor
     kind = config.loss.target
     if kind == "positive":
         return None
-    from gca import plans
+    from gca.losses import targets
 
     layout = config.loss.hparams.get("layout", "joint")
     if kind == "domain_prior":
@@ -433,10 +433,10 @@ def batch_target(config: RunConfig, dataset, global_indices: Tensor, device: tor
         if domains is None:
             raise ValueError(f"loss.target=domain_prior needs domain labels, but dataset {dataset.name!r} has none; "
                              "use a multi-domain dataset (e.g. rotated-digits, pacs)")
-        plan = plans.domain_prior_plan(domains[global_indices], alpha=config.loss.target_alpha,
-                                       beta=config.loss.target_beta, layout=layout)
+        plan = targets.domain_prior_plan(domains[global_indices], alpha=config.loss.target_alpha,
+                                        beta=config.loss.target_beta, layout=layout)
     else:
-        plan = plans.supervised_plan(dataset.labels[global_indices], layout)
+        plan = targets.supervised_plan(dataset.labels[global_indices], layout)
     return plan.to(device)
 
 

@@ -117,11 +117,11 @@ def test_code_tracker_ignores_untracked_modules():
 
     with ex.CodeTracker() as tracker:
         provenance.config_hash({"a": 1})
-        from gca.plans import positive_index
+        from gca.losses.targets import positive_index
 
         positive_index(3, "joint")
     fp = tracker.fingerprint()
-    assert "gca/plans.py::positive_index" in fp["functions"]
+    assert "gca/losses/targets.py::positive_index" in fp["functions"]
     assert not any(k.startswith("gca/provenance.py") for k in fp["functions"])
     assert "gca/provenance.py" not in fp["files"]
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gca import losses, plans
+from gca import losses
+from gca.losses import targets
 from gca.reference import reference_generalised_kl as ref_generalised_kl
 from gca.reference import reference_loss as ref_loss
 from gca.reference import reference_problem as ref_problem
@@ -83,24 +84,24 @@ def test_core_kl_on_an_unbalanced_plan_is_the_generalised_kl():
     tau = 0.6 / (0.6 + 0.4)
     u, v, _ = ref_sinkhorn(K, [1.0] * n, [1.0] * n, 5, tau, tau)
     P = [[u[i] * float(K[i, j]) * v[j] for j in range(n)] for i in range(n)]
-    want = ref_generalised_kl(plans.positive_pairs(4, "joint", dtype=D), P) / n
+    want = ref_generalised_kl(targets.positive_pairs(4, "joint", dtype=D), P) / n
     assert abs(got - want) <= 1e-10 * max(1.0, abs(want))
     # balanced plan with probability marginals (total mass 1, not N): mass terms included
     got = float(losses.alignment(z1, z2, epsilon=0.4, constraint="balanced", n_iter=5,
                                  mass="probability").loss)
     u, v, _ = ref_sinkhorn(K, [1.0 / n] * n, [1.0 / n] * n, 5)
     P = [[u[i] * float(K[i, j]) * v[j] for j in range(n)] for i in range(n)]
-    want = ref_generalised_kl(plans.positive_pairs(4, "joint", dtype=D), P) / n
+    want = ref_generalised_kl(targets.positive_pairs(4, "joint", dtype=D), P) / n
     assert abs(got - want) <= 1e-10 * max(1.0, abs(want))
 
 
 def test_module_target_buffer_and_per_call_override():
     z1, z2 = views(3, 4, seed=19)
-    target = plans.supervised_plan(torch.tensor([0, 1, 0]), "joint", dtype=D)
+    target = targets.supervised_plan(torch.tensor([0, 1, 0]), "joint", dtype=D)
     loss = make_loss("gca-ince", target=target, n_iter=4)
     assert "target" in dict(loss.named_buffers())  # follows .to(device)
     torch.testing.assert_close(loss(z1, z2), gca_ince_loss(z1, z2, n_iter=4, target=target))
-    other = plans.positive_pairs(3, "joint", dtype=D)
+    other = targets.positive_pairs(3, "joint", dtype=D)
     torch.testing.assert_close(loss(z1, z2, target=other), gca_ince_loss(z1, z2, n_iter=4))
 
 
@@ -108,12 +109,12 @@ def test_module_target_buffer_and_per_call_override():
 def test_custom_target_equals_generalised_kl(name):
     z1, z2 = views(3, 4, seed=3)
     domains = torch.tensor([0, 1, 0])
-    target = plans.domain_prior_plan(domains, alpha=0.4, beta=0.1, layout="joint", dtype=D)
+    target = targets.domain_prior_plan(domains, alpha=0.4, beta=0.1, layout="joint", dtype=D)
     got = float(FUNCS[name](z1, z2, epsilon=0.6, target=target, **_kw(name, n_iter=5)))
     want = ref_loss(name, z1, z2, eps=0.6, T=5, target=target)
     assert abs(got - want) <= 1e-10 * max(1.0, abs(want))
     # the positive-pair target given densely equals the default
-    dense = plans.positive_pairs(3, "joint", dtype=D)
+    dense = targets.positive_pairs(3, "joint", dtype=D)
     torch.testing.assert_close(FUNCS[name](z1, z2, target=dense), FUNCS[name](z1, z2),
                                rtol=1e-12, atol=1e-12)
 
@@ -137,7 +138,7 @@ def test_ince_joint_equals_nt_xent_and_kl_to_one_row_projection():
     # KL(Π ‖ P⁽¹⁾)/N with P⁽¹⁾ the OT core's single row projection of K (μ = 1_N)
     cost = (-(z @ z.T)).fill_diagonal_(math.inf)
     p1 = ot.row_projection(-cost / eps, torch.ones(2 * b, dtype=D)).exp()
-    pi_mat = plans.positive_pairs(b, "joint", dtype=D)
+    pi_mat = targets.positive_pairs(b, "joint", dtype=D)
     kl = torch.special.xlogy(pi_mat, pi_mat) - pi_mat * torch.log(p1.clamp_min(1e-300)) - pi_mat + p1
     torch.testing.assert_close(ince, kl.sum() / (2 * b), rtol=1e-12, atol=1e-12)
 
@@ -290,7 +291,7 @@ def test_gradcheck_cross_layout_and_custom_target(name):
     z1, z2 = views(3, 4, seed=13)
     z1.requires_grad_(True)
     z2.requires_grad_(True)
-    target = plans.supervised_plan(torch.tensor([0, 1, 0]), "cross", dtype=D)
+    target = targets.supervised_plan(torch.tensor([0, 1, 0]), "cross", dtype=D)
     kw = _kw(name, epsilon=0.5, n_iter=3, layout="cross", target=target)
     assert torch.autograd.gradcheck(lambda a, b: FUNCS[name](a, b, **kw), (z1, z2), eps=1e-6,
                                     atol=1e-6, rtol=1e-5)
@@ -394,8 +395,8 @@ def test_bad_targets_raise():
     with pytest.raises(TypeError, match="target must be"):
         ince_loss(z1, z2, target="labels")
     with pytest.raises(ValueError, match="positive-pair target only"):
-        make_loss("iot-uni")(z1, z2, target=plans.positive_pairs(3, dtype=D))
+        make_loss("iot-uni")(z1, z2, target=targets.positive_pairs(3, dtype=D))
     # a builder is called with the (global) batch size and the layout
-    builder = lambda b, layout: plans.supervised_plan(torch.arange(b) % 2, layout, dtype=D)  # noqa: E731
+    builder = lambda b, layout: targets.supervised_plan(torch.arange(b) % 2, layout, dtype=D)  # noqa: E731
     torch.testing.assert_close(make_loss("ince", target=builder)(z1, z2),
                                ince_loss(z1, z2, target=builder(3, "joint")))
