@@ -38,7 +38,8 @@ def _add_config_options(p: argparse.ArgumentParser, *, with_out: bool) -> None:
 
     p.add_argument("--profile", choices=sorted(PROFILES), default=None,
                    help="configuration profile (default: smoke; with --resume: the run's own config)")
-    p.add_argument("--method", choices=METHODS, default=None, help="pretraining method (loss name or byol)")
+    p.add_argument("--method", choices=METHODS, default=None,
+                   help="method of gca.methods (a loss name, byol, or a calibration row)")
     p.add_argument("--dataset", default=None, help="dataset name (see 'gca data list')")
     p.add_argument("--data-dir", default=None, help="data root (default: $GCA_DATA_DIR, else ./data)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")

@@ -32,6 +32,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from gca.methods import get_method, method_names
+
 __all__ = [
     "METHODS",
     "PROFILES",
@@ -51,8 +53,9 @@ __all__ = [
     "run_config_hash",
 ]
 
-#: The pretraining methods, the loss names of :func:`gca.losses.make_loss` plus ``"byol"``.
-METHODS = ("simclr", "ince", "rince", "gca-ince", "gca-rince", "gca-uot", "iot", "iot-uni", "byol")
+#: The methods a run can be configured with: every name of :mod:`gca.methods` (the losses of
+#: :func:`gca.losses.make_loss`, ``"byol"`` and the study's calibration rows).
+METHODS = method_names("alignment", "byol", "calibration")
 
 
 @dataclass
@@ -440,16 +443,14 @@ def validate_config(config: RunConfig, *, check_loss: bool = True) -> RunConfig:
           f"loss.target_alpha must be finite and >= 0, got {lo.target_alpha}")
     _need(math.isfinite(lo.target_beta) and lo.target_beta >= 0,
           f"loss.target_beta must be finite and >= 0, got {lo.target_beta}")
+    kind = get_method(lo.method).kind
     if lo.target != "positive":
-        _need(lo.method != "byol", f"method 'byol' has no target plan; loss.target must be 'positive', got {lo.target!r}")
-        if lo.method != "byol":
-            import inspect
+        _need(kind == "alignment",
+              f"method {lo.method!r} has no target plan; loss.target must be 'positive', got {lo.target!r}")
+        from gca.losses.registry import LOSSES  # deferred: torch is imported only when a loss is configured
 
-            import gca.losses as glosses
-
-            fn = getattr(glosses, lo.method.replace("-", "_") + "_loss")
-            _need("target" in inspect.signature(fn).parameters,
-                  f"method {lo.method!r} is defined for the positive-pair target only; use loss.target=positive")
+        _need(LOSSES[lo.method].custom_target,
+              f"method {lo.method!r} is defined for the positive-pair target only; use loss.target=positive")
     elif lo.target_alpha or lo.target_beta:
         raise ValueError("loss.target_alpha / loss.target_beta are used only with loss.target=domain_prior; "
                          f"got target={lo.target!r}")
@@ -491,15 +492,16 @@ def validate_config(config: RunConfig, *, check_loss: bool = True) -> RunConfig:
         raise ValueError(f"data.dataset: {exc}") from exc
     _need(d.augment.strip().lower().replace("-", "_") in gaug.AUGMENTATIONS,
           f"data.augment must be one of {list(gaug.AUGMENTATIONS)}, got {d.augment!r}")
-    if check_loss and lo.method != "byol":
+    if check_loss and kind == "alignment":
         from gca.losses import make_loss
 
         try:
             make_loss(lo.method, **lo.hparams)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"invalid loss.hparams {lo.hparams!r} for method {lo.method!r}: {exc}") from exc
-    elif lo.method == "byol" and lo.hparams:
-        raise ValueError(f"method 'byol' takes no loss.hparams (got {lo.hparams!r}); use loss.ema_base")
+    elif kind != "alignment" and lo.hparams:
+        hint = "; use loss.ema_base" if kind == "byol" else ""
+        raise ValueError(f"method {lo.method!r} takes no loss.hparams (got {lo.hparams!r}){hint}")
     return config
 
 

@@ -314,9 +314,6 @@ class _NoCtx:
     def save_for_backward(self, *args):
         pass
 
-    def mark_non_differentiable(self, *args):
-        pass
-
 
 class _LazyScaledCost:
     """``C/ε`` and ``log K`` of the call, built (one matmul, differentiable) only when a dense view of
