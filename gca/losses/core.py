@@ -28,10 +28,13 @@ Configurations of :func:`~gca.losses.alignment` (paper §3 table, §4 formulas):
                         constraint="unbalanced", mass="probability"  + r2·RINCE on P/u, h = g
     IOT        -S       rows ∩ cols, T iter.; joint layout           KL: mean -log P[i,π(i)]      KL
     IOT-uni    -S       rows ∩ cols, T iter.; joint layout           KL + λ_p·KL(P‖Q)/N           KL
-    RINCE (authors' code)      rows, one half-step       (mean_i KL)^q / q, kl_power=q    KL
-    GCA-RINCE (authors' code)  rows ∩ cols, T iter.      (mean_i KL(row-renormalised P))^q/q KL
+    RINCE-a    -S       rows, one half-step   kl_power=q             (mean KL)^q / q              KL
+    GCA-RINCE-a -S      rows ∩ cols, T iter.; kl_on_rows, kl_power=q (mean KL(row-renorm. P))^q/q KL
     BYOL       —        R^{B×B}: no constraint, no negatives         KL                           L2
                         (its loss, a normalised MSE, lives in gca.train)
+
+    RINCE-a, GCA-RINCE-a: methods rince-authors and gca-rince-authors, what the authors' CIFAR code
+    computes under the names RINCE and GCA-RINCE (official-code.md note 5).
 
 Conventions (paper §2): ``ẑ = z/‖z‖``; layout ``"joint"`` (default, ``N = 2B``,
 ``Z = [ẑ₁; ẑ₂]``, block order, self-pairs excluded with ``C_ii = +inf``, positive ``π(i) = i ± B``)
