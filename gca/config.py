@@ -103,9 +103,9 @@ class LossConfig:
 
     ``target`` is the target plan of every batch (paper §4, "Custom targets"): ``"positive"``
     (the permutation Π of positive pairs), ``"domain_prior"``
-    (:func:`gca.plans.domain_prior_plan` of the batch's domain labels with ``target_alpha``,
+    (:func:`gca.losses.targets.domain_prior_plan` of the batch's domain labels with ``target_alpha``,
     ``target_beta``; needs a multi-domain dataset) or ``"supervised"``
-    (:func:`gca.plans.supervised_plan` of the batch's class labels)."""
+    (:func:`gca.losses.targets.supervised_plan` of the batch's class labels)."""
 
     method: str = "gca-uot"
     hparams: dict = field(default_factory=dict)
