@@ -43,7 +43,7 @@ median of per-round ratios and process CPU time are all reported because the mac
 the issue quotes about 13x for the authors' GCA-INCE and about 5x for a straightforward log-domain
 loop (not re-measured here). IOT-uni forms the dense N x N plan for its uniformity term. Issue 14's
 target: GCA-INCE and GCA-UOT at most 1.5x INCE (2 threads). The iterated losses run on their default
-fast path (`gca.losses.FAST_PATH`: no validation passes or host reads inside the solve, one folded
+fast path (`gca.losses.core.FAST_PATH`: no validation passes or host reads inside the solve, one folded
 check at the end); "(checked path)" rows time the same losses on the checked reference path.
 """
 
@@ -58,13 +58,13 @@ def nt_xent_reference(z1, z2, epsilon):
 
 
 def _checked(fn):
-    """``fn`` on the checked reference path (``gca.losses.FAST_PATH = "off"``) instead of the default fast path."""
+    """``fn`` on the checked reference path (``gca.losses.core.FAST_PATH = "off"``) instead of the default fast path."""
     def run():
-        saved, losses.FAST_PATH = losses.FAST_PATH, "off"
+        saved, losses.core.FAST_PATH = losses.core.FAST_PATH, "off"
         try:
             return fn()
         finally:
-            losses.FAST_PATH = saved
+            losses.core.FAST_PATH = saved
     return run
 
 

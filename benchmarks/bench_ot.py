@@ -61,7 +61,7 @@ import ot as pot  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-import gca.ot  # noqa: E402
+from gca.ot import autodiff, backends  # noqa: E402
 from gca.ot import sinkhorn  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -82,17 +82,17 @@ def _time_us(fn, reps: int) -> float:
 
 @contextlib.contextmanager
 def matvec_limit(limit: int):
-    """Temporarily set ``gca.ot.NUMPY_MATVEC_MAX`` (0: every kernel through ``torch.matmul``)."""
-    old = gca.ot.NUMPY_MATVEC_MAX
-    gca.ot.NUMPY_MATVEC_MAX = limit
+    """Temporarily set ``gca.ot.backends.NUMPY_MATVEC_MAX`` (0: every kernel through ``torch.matmul``)."""
+    old = backends.NUMPY_MATVEC_MAX
+    backends.NUMPY_MATVEC_MAX = limit
     try:
         yield
     finally:
-        gca.ot.NUMPY_MATVEC_MAX = old
+        backends.NUMPY_MATVEC_MAX = old
 
 
 def backend_table(n, iters, progress):
-    """Matvec back ends of the kernel path, side by side (what ``gca.ot._matvecs`` chooses from)."""
+    """Matvec back ends of the kernel path, side by side (what ``gca.ot.backends.matvecs`` chooses from)."""
     from threadpoolctl import threadpool_limits
 
     C = make_cost(n)
@@ -101,9 +101,9 @@ def backend_table(n, iters, progress):
     Kn, vn = K.numpy(), v.numpy()
     X = torch.rand(n, n)
     rows = []
-    mv_np, rmv_np = gca.ot._matvecs(K)
+    mv_np, rmv_np = backends.matvecs(K)
     with matvec_limit(0):
-        mv_t, rmv_t = gca.ot._matvecs(K)
+        mv_t, rmv_t = backends.matvecs(K)
     for name, fn in (("K v, torch.matmul (MKL)", lambda: mv_t(v)), ("Kᵀ u, torch.matmul (MKL)", lambda: rmv_t(v)),
                      ("K v, NumPy OpenBLAS 1 thread (gca)", lambda: mv_np(v)),
                      ("Kᵀ u, NumPy OpenBLAS 1 thread (gca)", lambda: rmv_np(v)),
@@ -124,7 +124,7 @@ def backend_table(n, iters, progress):
     # batches of small problems: one BLAS call per problem vs torch's batched matmul
     Bs, ns = 64, 128
     Cb = torch.stack([make_cost(ns, seed=s) for s in range(Bs)])
-    for name, lim in (("NumPy OpenBLAS 1 thread (gca)", gca.ot.NUMPY_MATVEC_MAX), ("torch.matmul", 0)):
+    for name, lim in (("NumPy OpenBLAS 1 thread (gca)", backends.NUMPY_MATVEC_MAX), ("torch.matmul", 0)):
         time.sleep(PAUSE)
         with matvec_limit(lim):
             us = _time_us(lambda: sinkhorn(Cb, epsilon=0.5, max_iter=iters, tol=0), 3)
@@ -226,14 +226,14 @@ def memory_table(n, progress):
                     lp = (r.f[:, None] + r.g[None, :] - C) / 0.5  # the explicit dependence only
                     loss = lp.logsumexp(1).sum()
                 else:
-                    dense_max = gca.ot.IMPLICIT_DENSE_MAX
-                    gca.ot.IMPLICIT_DENSE_MAX = 0 if mode.endswith("(CG)") else dense_max
+                    dense_max = autodiff.IMPLICIT_DENSE_MAX
+                    autodiff.IMPLICIT_DENSE_MAX = 0 if mode.endswith("(CG)") else dense_max
                     try:
                         r = sinkhorn(C, a, a, epsilon=0.5, max_iter=iters, tol=0, grad=mode.split()[0])
                         loss = (r.f * w1).sum() + (r.g * w2).sum()
                         loss.backward()
                     finally:
-                        gca.ot.IMPLICIT_DENSE_MAX = dense_max
+                        autodiff.IMPLICIT_DENSE_MAX = dense_max
                     return C.grad
                 loss.backward()
                 return C.grad
@@ -279,7 +279,7 @@ def render(meta: dict, timing: list, memory: list, backends: list) -> str:
                "| measurement | variant | µs |", "|---|---|---|"]
         md += [f"| {r['what']} | {r['variant']} | {r['us']:.1f} |" for r in backends]
         md += ["", "`gca.ot` uses NumPy's OpenBLAS pinned to one thread for CPU kernels of at most "
-               "`NUMPY_MATVEC_MAX` entries, `torch.matmul` otherwise (see `gca.ot._matvecs`)."]
+               "`NUMPY_MATVEC_MAX` entries, `torch.matmul` otherwise (see `gca.ot.backends.matvecs`)."]
     md += ["", "## Peak memory of forward + backward (ε = 0.5, MiB above the inputs; "
            f"one N×N float32 matrix = {n * n * 4 / 2**20:.1f} MiB)", "",
            "| grad mode | 1 iteration | 10 iterations | 50 iterations | 50 / 1 |", "|---|---|---|---|---|"]

@@ -92,7 +92,7 @@ def _write_json(path: Path, obj) -> None:
 # --------------------------------------------------------------------------------------------
 # Stage 1: loss cost and where the time goes
 # --------------------------------------------------------------------------------------------
-#: The loss variants timed: each method on the fast path (gca.losses.FAST_PATH "on", the default)
+#: The loss variants timed: each method on the fast path (gca.losses.core.FAST_PATH "on", the default)
 #: and the GCA losses also on the checked reference path ("off").
 VARIANTS = (("ince", "on"), ("gca-ince", "on"), ("gca-uot", "on"), ("gca-ince/checked", "off"),
             ("gca-uot/checked", "off"))
@@ -112,8 +112,8 @@ def stage_cost(dev: torch.device, sz: dict) -> dict:
         z2 = (z1 + 0.5 * torch.randn(n_rows // 2, sz["dim"], generator=g)).to(dev)
         z1 = z1.to(dev)
         med, peak = gpu_check.time_losses(dev, losses, z1, z2, rounds=sz["cost_rounds"],
-                                          before=lambda m: setattr(gl, "FAST_PATH", modes[m]))
-        gl.FAST_PATH = "on"
+                                          before=lambda m: setattr(gl.core, "FAST_PATH", modes[m]))
+        gl.core.FAST_PATH = "on"
         out["sizes"][str(n_rows)] = {
             "n_rows": n_rows, "fwd_bwd_ms": {m: 1e3 * v for m, v in med.items()},
             "ratio_to_ince": {m: med[m] / med["ince"] for m in losses},
@@ -121,13 +121,13 @@ def stage_cost(dev: torch.device, sz: dict) -> dict:
             "peak_extra_mib": peak or None,
         }
     for key, mode in (("profile", "on"), ("profile_checked", "off")):
-        gl.FAST_PATH = mode
+        gl.core.FAST_PATH = mode
         try:
             out[key] = _profile_one(dev, losses["gca-ince"], sz["profile_rows"], sz["dim"])
         except Exception as exc:  # noqa: BLE001 - the timings stand without the profile
             out[key] = {"n_rows": sz["profile_rows"], "error": f"{type(exc).__name__}: {exc}", "table": "",
                         "host_sync_like_calls": None, "kernel_launches": None}
-    gl.FAST_PATH = "on"
+    gl.core.FAST_PATH = "on"
     return out
 
 

@@ -53,9 +53,9 @@ __all__ = [
     "run_config_hash",
 ]
 
-#: The pretraining methods: every name of the registry ``gca.methods`` (alignment losses, BYOL,
-#: the study's calibration rows).
-METHODS = method_names()
+#: The methods a run can be configured with: every name of :mod:`gca.methods` (the losses of
+#: :func:`gca.losses.make_loss`, ``"byol"`` and the study's calibration rows).
+METHODS = method_names("alignment", "byol", "calibration")
 
 
 @dataclass
@@ -112,9 +112,9 @@ class LossConfig:
 
     ``target`` is the target plan of every batch (paper §4, "Custom targets"): ``"positive"``
     (the permutation Π of positive pairs), ``"domain_prior"``
-    (:func:`gca.plans.domain_prior_plan` of the batch's domain labels with ``target_alpha``,
+    (:func:`gca.losses.targets.domain_prior_plan` of the batch's domain labels with ``target_alpha``,
     ``target_beta``; needs a multi-domain dataset) or ``"supervised"``
-    (:func:`gca.plans.supervised_plan` of the batch's class labels)."""
+    (:func:`gca.losses.targets.supervised_plan` of the batch's class labels)."""
 
     method: str = "gca-uot"
     hparams: dict = field(default_factory=dict)
@@ -468,14 +468,10 @@ def validate_config(config: RunConfig, *, check_loss: bool = True) -> RunConfig:
     if lo.target != "positive":
         _need(kind == "alignment",
               f"method {lo.method!r} has no target plan; loss.target must be 'positive', got {lo.target!r}")
-        if kind == "alignment":
-            import inspect
+        from gca.losses.registry import LOSSES  # deferred: torch is imported only when a loss is configured
 
-            import gca.losses as glosses
-
-            fn = getattr(glosses, lo.method.replace("-", "_") + "_loss")
-            _need("target" in inspect.signature(fn).parameters,
-                  f"method {lo.method!r} is defined for the positive-pair target only; use loss.target=positive")
+        _need(LOSSES[lo.method].custom_target,
+              f"method {lo.method!r} is defined for the positive-pair target only; use loss.target=positive")
     elif lo.target_alpha or lo.target_beta:
         raise ValueError("loss.target_alpha / loss.target_beta are used only with loss.target=domain_prior; "
                          f"got target={lo.target!r}")
@@ -530,8 +526,8 @@ def validate_config(config: RunConfig, *, check_loss: bool = True) -> RunConfig:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"invalid loss.hparams {lo.hparams!r} for method {lo.method!r}: {exc}") from exc
     elif kind != "alignment" and lo.hparams:
-        raise ValueError(f"method {lo.method!r} takes no loss.hparams (got {lo.hparams!r})"
-                         + ("; use loss.ema_base" if kind == "byol" else ""))
+        hint = "; use loss.ema_base" if kind == "byol" else ""
+        raise ValueError(f"method {lo.method!r} takes no loss.hparams (got {lo.hparams!r}){hint}")
     return config
 
 

@@ -8,7 +8,9 @@ them (a check against another configuration of the same code would prove nothing
 - :func:`reference_problem` — normalised embeddings, similarities ``S``, kernel ``K = e^{−C/ε}``
   (``C = −S`` or ``1 − S``; zero on the joint layout's self-pairs) and the positives ``π``;
 - :func:`reference_sinkhorn` — ``u⁽ᵗ⁾ = (μ / K v⁽ᵗ⁻¹⁾)^{τ₁}``, ``v⁽ᵗ⁾ = (ν / Kᵀ u⁽ᵗ⁾)^{τ₂}`` from ``v⁽⁰⁾ = 1``;
-- :func:`reference_loss` — every loss of the family from those two;
+- :func:`reference_loss` — every loss of the family from those two: Chuang et al.'s RINCE
+  (``"rince"``: ``−e^{q s⁺}/q + (λ Σ_j e^{s_ij})^q/q`` per anchor) and the authors' CIFAR code's
+  variant (``"rince-authors"``, ``"gca-rince-authors"``: ``(mean_i CE_i)^q/q``) included;
 - :func:`reference_half_step_plan` — ``P⁽¹⁾ = diag(1/K1) K``, the plan of one row projection;
 - :func:`reference_generalised_kl` — ``Σ T log(T/P) − T + P``.
 """
@@ -63,11 +65,26 @@ def reference_sinkhorn(K, mu, nu, T, tau1=1.0, tau2=1.0):
 
 def reference_loss(name, z1, z2, *, eps=0.5, T=10, lam=0.01, q=0.6, rho=0.2, r1=1.0, r2=0.2,
                    lambda_p=0.2, layout="joint", target=None):
-    """The loss ``name`` (``ince``, ``simclr``, ``rince``, ``gca-ince``, ``iot``, ``iot-uni``,
-    ``gca-rince``, ``gca-uot``) of two views, as a Python float, from the formulas of paper.md §4."""
+    """The loss ``name`` (``ince``, ``simclr``, ``rince``, ``rince-authors``, ``gca-ince``, ``iot``,
+    ``iot-uni``, ``gca-rince``, ``gca-rince-authors``, ``gca-uot``) of two views, as a Python float,
+    from the formulas of paper.md §4 (the ``-authors`` variants: ``official-code.md`` note 5)."""
     cost = "one_minus" if name == "gca-uot" else "neg"
     S, K, pi = reference_problem(z1, z2, layout, cost, eps)
     n = K.shape[0]
+    if name in ("rince-authors", "gca-rince-authors"):
+        # (mean over anchors of the cross-entropy)^q / q, the cross-entropy taken on the row-renormalised
+        # plan: one row projection of K (rince-authors) or T Sinkhorn iterations (gca-rince-authors)
+        if name == "rince-authors":
+            P = [[float(K[i, j]) for j in range(n)] for i in range(n)]
+        else:
+            u, v, _ = reference_sinkhorn(K, [1.0] * n, [1.0] * n, T)
+            P = [[u[i] * float(K[i, j]) * v[j] for j in range(n)] for i in range(n)]
+        rows = [[P[i][j] / sum(P[i]) for j in range(n)] for i in range(n)]
+        if target is None:
+            mean_ce = sum(-math.log(rows[i][pi[i]]) for i in range(n)) / n
+        else:
+            mean_ce = reference_generalised_kl(target, rows) / n
+        return mean_ce ** q / q
     if name in ("ince", "simclr"):
         P = [[float(K[i, j]) / sum(float(K[i, k]) for k in range(n)) for j in range(n)] for i in range(n)]
         if target is None:

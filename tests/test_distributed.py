@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 
 from gca import distributed
 from gca.losses import LOSS_NAMES, make_loss
-from gca.plans import supervised_plan
+from gca.losses.targets import supervised_plan
 
 D = torch.float64
 SIZES = (3, 2)  # unequal slices: the gather pads and trims

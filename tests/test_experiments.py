@@ -117,11 +117,11 @@ def test_code_tracker_ignores_untracked_modules():
 
     with ex.CodeTracker() as tracker:
         provenance.config_hash({"a": 1})
-        from gca.plans import positive_index
+        from gca.losses.targets import positive_index
 
         positive_index(3, "joint")
     fp = tracker.fingerprint()
-    assert "gca/plans.py::positive_index" in fp["functions"]
+    assert "gca/losses/targets.py::positive_index" in fp["functions"]
     assert not any(k.startswith("gca/provenance.py") for k in fp["functions"])
     assert "gca/provenance.py" not in fp["files"]
 
@@ -218,8 +218,8 @@ def test_cache_roundtrip_stale_and_force(tmp_path, monkeypatch):
     prov = stored["provenance"]
     assert {"git_commit", "packages", "device", "seed", "data_checksum", "time"} <= set(prov)
     assert 0.0 <= stored["metrics"]["linear_accuracy"] <= 1.0
-    assert "gca/losses.py" in stored["code"]["files"] and "gca/train/loop.py" in stored["code"]["files"]
-    assert any(k.startswith("gca/ot.py::") for k in stored["code"]["functions"])  # GCA-INCE runs Sinkhorn
+    assert "gca/losses/core.py" in stored["code"]["files"] and "gca/train/loop.py" in stored["code"]["files"]
+    assert any(k.startswith("gca/ot/") for k in stored["code"]["functions"])  # GCA-INCE runs Sinkhorn
     assert ex.check_result(path) == (stored, "done")
 
     again = ex.get_results([spec], "smoke", mode="cached", root=root)
@@ -227,7 +227,7 @@ def test_cache_roundtrip_stale_and_force(tmp_path, monkeypatch):
 
     # a result whose fingerprint no longer matches is stale: not shown in cached mode
     fake = dict(stored)
-    fake["code"] = {**stored["code"], "functions": {**stored["code"]["functions"], "gca/losses.py::alignment": "0" * 16}}
+    fake["code"] = {**stored["code"], "functions": {**stored["code"]["functions"], "gca/losses/core.py::alignment": "0" * 16}}
     path.write_text(json.dumps(fake))
     state = ex.check_result(path)[1]
     assert state.startswith("stale: code changed") and "alignment" in state

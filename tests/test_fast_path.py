@@ -1,4 +1,4 @@
-"""The synchronisation-free fast path of the iterated losses (gca.losses.FAST_PATH; issue 14).
+"""The synchronisation-free fast path of the iterated losses (gca.losses.core.FAST_PATH; issue 14).
 
 By default (on CPU and CUDA) the losses run their Sinkhorn iterations without host synchronisation: no validation
 sync, the kernel-domain rule decided from the analytic bound of the cosine cost, every check
@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from gca import losses as L
-from gca import ot
+from gca.losses import constraints, core
 
-ITERATED = ["gca-ince", "gca-rince", "gca-uot", "iot", "iot-uni"]
+ITERATED = ["gca-ince", "gca-rince", "gca-rince-authors", "gca-uot", "iot", "iot-uni"]
 
 
 def _views(b=24, d=12, seed=0, dtype=torch.float32, noise=0.5):
@@ -26,7 +26,7 @@ def _views(b=24, d=12, seed=0, dtype=torch.float32, noise=0.5):
 
 
 def _run(mode, monkeypatch, name, z1, z2, **kw):
-    monkeypatch.setattr(L, "FAST_PATH", mode)
+    monkeypatch.setattr(core, "FAST_PATH", mode)
     a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
     loss = L.make_loss(name, **kw)(a, b)
     loss.backward()
@@ -42,9 +42,9 @@ def test_fast_path_equals_the_checked_path(monkeypatch, name, dtype):
     def checked_solver_called(*a, **k):
         raise AssertionError("the fast path fell back to the checked solver")
 
-    monkeypatch.setattr(ot, "_solve", checked_solver_called)
+    monkeypatch.setattr(constraints, "solve", checked_solver_called)
     fast = _run("on", monkeypatch, name, z1, z2)
-    # the fused solver (gca.fused) orders its floating-point operations differently: equal to rounding
+    # the fused solver (gca.losses.fused) orders its floating-point operations differently: equal to rounding
     tol = 1e-5 if dtype == torch.float32 else 1e-11
     for x, y in zip(fast, ref):
         torch.testing.assert_close(x, y, rtol=tol, atol=tol * float(y.abs().max()))
@@ -63,7 +63,7 @@ def test_fast_path_options(monkeypatch, kw):
 def test_fast_path_failures_are_reported_like_the_checked_path(monkeypatch, bad, match):
     z1, z2 = _views()
     z1[3] = 0.0 if bad == "zero" else float("nan")
-    monkeypatch.setattr(L, "FAST_PATH", "on")
+    monkeypatch.setattr(core, "FAST_PATH", "on")
     with pytest.raises(ValueError, match=match):
         L.make_loss("gca-uot")(z1, z2)
 

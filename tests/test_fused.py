@@ -1,5 +1,5 @@
-"""The fast path of the iterated losses (gca.fused): values and gradients against a dense float64
-loop written from the formulas (independent of gca.ot and gca.fused), dispatch rules, no host
+"""The fast path of the iterated losses (gca.losses.fused): values and gradients against a dense float64
+loop written from the formulas (independent of gca.ot and gca.losses.fused), dispatch rules, no host
 synchronisation inside the iterations, and agreement with the reference path in float32."""
 
 import math
@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from gca import fused, losses
+from gca import losses
+from gca.losses import fused, targets
 from gca.losses import make_loss
 
 D = torch.float64
@@ -107,8 +108,7 @@ def test_reference_path_where_the_fast_path_does_not_apply(kwargs, monkeypatch):
     z1, z2 = _views(4, 3, seed=2, dtype=torch.float32)
     kw = dict(kwargs)
     if kw.get("target") == "supervised":
-        from gca import plans
-        kw["target"] = plans.supervised_plan(torch.tensor([0, 1, 0, 1]), "joint")
+        kw["target"] = targets.supervised_plan(torch.tensor([0, 1, 0, 1]), "joint")
     with fused.forced():
         loss = losses.gca_ince_loss(z1, z2, **kw)
     assert torch.isfinite(loss) and calls == []
@@ -155,7 +155,7 @@ def test_float32_fast_path_matches_reference_path(name):
 
 
 def test_static_range_bound():
-    # the bound of gca.fused.max_range: 3R + 2 log N below log(max) − 4
+    # the bound of gca.losses.fused.max_range: 3R + 2 log N below log(max) − 4
     r = fused.max_range(torch.float32, 1024)
     assert 3 * r + 2 * math.log(1024) == pytest.approx(math.log(torch.finfo(torch.float32).max) - 4)
     assert 2 / 0.1 <= r < 2 / 0.05  # ε = 0.1 on the fast path, ε = 0.05 on the reference path

@@ -7,12 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gca import losses, plans
+from gca import losses
+from gca.losses import targets
 from gca.reference import reference_generalised_kl as ref_generalised_kl
 from gca.reference import reference_loss as ref_loss
 from gca.reference import reference_problem as ref_problem
 from gca.reference import reference_sinkhorn as ref_sinkhorn
-from gca.losses import (gca_ince_loss, gca_rince_loss, gca_uot_loss, ince_loss, iot_loss,
+from gca.losses import (gca_ince_loss, gca_rince_authors_loss, gca_rince_loss, gca_uot_loss, ince_loss, iot_loss,
+                         rince_authors_loss,
                         iot_uni_loss, make_loss, rince_loss, simclr_loss)
 
 D = torch.float64
@@ -24,11 +26,11 @@ def views(b=4, d=5, seed=0, dtype=D):
     return torch.randn(b, d, generator=g, dtype=dtype), torch.randn(b, d, generator=g, dtype=dtype)
 
 
-FUNCS = {"simclr": simclr_loss, "ince": ince_loss, "rince": rince_loss, "gca-ince": gca_ince_loss,
-         "gca-rince": gca_rince_loss, "gca-uot": gca_uot_loss, "iot": iot_loss,
-         "iot-uni": iot_uni_loss}
-ROW_ONLY = ["simclr", "ince", "rince"]
-ITERATED = ["gca-ince", "gca-rince", "gca-uot", "iot", "iot-uni"]
+FUNCS = {"simclr": simclr_loss, "ince": ince_loss, "rince": rince_loss, "rince-authors": rince_authors_loss,
+         "gca-ince": gca_ince_loss, "gca-rince": gca_rince_loss, "gca-rince-authors": gca_rince_authors_loss,
+         "gca-uot": gca_uot_loss, "iot": iot_loss, "iot-uni": iot_uni_loss}
+ROW_ONLY = ["simclr", "ince", "rince", "rince-authors"]
+ITERATED = ["gca-ince", "gca-rince", "gca-rince-authors", "gca-uot", "iot", "iot-uni"]
 
 
 def _kw(name, **kw):
@@ -60,7 +62,8 @@ def test_paper_defaults_match_slow_loop():
     z1, z2 = views(3, 4, seed=2)
     for name in ROW_ONLY + ITERATED:
         got = float(make_loss(name)(z1, z2))
-        want = ref_loss(name, z1, z2)  # ref defaults are the spec's CIFAR-10 values
+        q = {"q": 0.98} if name.endswith("-authors") else {}  # the authors' configuration's q (their "RINCE")
+        want = ref_loss(name, z1, z2, **q)  # ref defaults are the spec's CIFAR-10 values
         assert abs(got - want) <= 1e-10 * max(1.0, abs(want)), name
 
 
@@ -83,37 +86,37 @@ def test_core_kl_on_an_unbalanced_plan_is_the_generalised_kl():
     tau = 0.6 / (0.6 + 0.4)
     u, v, _ = ref_sinkhorn(K, [1.0] * n, [1.0] * n, 5, tau, tau)
     P = [[u[i] * float(K[i, j]) * v[j] for j in range(n)] for i in range(n)]
-    want = ref_generalised_kl(plans.positive_pairs(4, "joint", dtype=D), P) / n
+    want = ref_generalised_kl(targets.positive_pairs(4, "joint", dtype=D), P) / n
     assert abs(got - want) <= 1e-10 * max(1.0, abs(want))
     # balanced plan with probability marginals (total mass 1, not N): mass terms included
     got = float(losses.alignment(z1, z2, epsilon=0.4, constraint="balanced", n_iter=5,
                                  mass="probability").loss)
     u, v, _ = ref_sinkhorn(K, [1.0 / n] * n, [1.0 / n] * n, 5)
     P = [[u[i] * float(K[i, j]) * v[j] for j in range(n)] for i in range(n)]
-    want = ref_generalised_kl(plans.positive_pairs(4, "joint", dtype=D), P) / n
+    want = ref_generalised_kl(targets.positive_pairs(4, "joint", dtype=D), P) / n
     assert abs(got - want) <= 1e-10 * max(1.0, abs(want))
 
 
 def test_module_target_buffer_and_per_call_override():
     z1, z2 = views(3, 4, seed=19)
-    target = plans.supervised_plan(torch.tensor([0, 1, 0]), "joint", dtype=D)
+    target = targets.supervised_plan(torch.tensor([0, 1, 0]), "joint", dtype=D)
     loss = make_loss("gca-ince", target=target, n_iter=4)
     assert "target" in dict(loss.named_buffers())  # follows .to(device)
     torch.testing.assert_close(loss(z1, z2), gca_ince_loss(z1, z2, n_iter=4, target=target))
-    other = plans.positive_pairs(3, "joint", dtype=D)
+    other = targets.positive_pairs(3, "joint", dtype=D)
     torch.testing.assert_close(loss(z1, z2, target=other), gca_ince_loss(z1, z2, n_iter=4))
 
 
-@pytest.mark.parametrize("name", ["ince", "gca-ince", "gca-uot"])
+@pytest.mark.parametrize("name", ["ince", "gca-ince", "gca-uot", "rince-authors", "gca-rince-authors"])
 def test_custom_target_equals_generalised_kl(name):
     z1, z2 = views(3, 4, seed=3)
     domains = torch.tensor([0, 1, 0])
-    target = plans.domain_prior_plan(domains, alpha=0.4, beta=0.1, layout="joint", dtype=D)
-    got = float(FUNCS[name](z1, z2, epsilon=0.6, target=target, **_kw(name, n_iter=5)))
+    target = targets.domain_prior_plan(domains, alpha=0.4, beta=0.1, layout="joint", dtype=D)
+    got = float(FUNCS[name](z1, z2, epsilon=0.6, target=target, **_kw(name, n_iter=5, q=0.6)))
     want = ref_loss(name, z1, z2, eps=0.6, T=5, target=target)
     assert abs(got - want) <= 1e-10 * max(1.0, abs(want))
     # the positive-pair target given densely equals the default
-    dense = plans.positive_pairs(3, "joint", dtype=D)
+    dense = targets.positive_pairs(3, "joint", dtype=D)
     torch.testing.assert_close(FUNCS[name](z1, z2, target=dense), FUNCS[name](z1, z2),
                                rtol=1e-12, atol=1e-12)
 
@@ -137,7 +140,7 @@ def test_ince_joint_equals_nt_xent_and_kl_to_one_row_projection():
     # KL(Π ‖ P⁽¹⁾)/N with P⁽¹⁾ the OT core's single row projection of K (μ = 1_N)
     cost = (-(z @ z.T)).fill_diagonal_(math.inf)
     p1 = ot.row_projection(-cost / eps, torch.ones(2 * b, dtype=D)).exp()
-    pi_mat = plans.positive_pairs(b, "joint", dtype=D)
+    pi_mat = targets.positive_pairs(b, "joint", dtype=D)
     kl = torch.special.xlogy(pi_mat, pi_mat) - pi_mat * torch.log(p1.clamp_min(1e-300)) - pi_mat + p1
     torch.testing.assert_close(ince, kl.sum() / (2 * b), rtol=1e-12, atol=1e-12)
 
@@ -189,6 +192,37 @@ def test_gca_rince_one_iteration_is_rince(layout):
     kw = dict(epsilon=0.3, lam=0.2, q=0.4, layout=layout)
     torch.testing.assert_close(gca_rince_loss(z1, z2, n_iter=1, **kw), rince_loss(z1, z2, **kw),
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["joint", "cross"])
+def test_authors_variants_are_a_power_of_the_mean_cross_entropy(layout):
+    """official-code.md note 5: the authors' CIFAR "RINCE" is (mean INCE cross-entropy)^q / q, and their
+    "GCA-RINCE" the same on the row-renormalised plan of T Sinkhorn iterations (GCA-INCE's plan)."""
+    z1, z2 = views(4, 5, seed=21)
+    ce = ince_loss(z1, z2, epsilon=0.4, layout=layout)
+    for q in (0.98, 0.5, 1.0):
+        res = rince_authors_loss(z1, z2, epsilon=0.4, q=q, layout=layout, return_details=True)
+        torch.testing.assert_close(res.loss, ce ** q / q, rtol=1e-13, atol=0)
+        torch.testing.assert_close(res.terms["kl"], ce, rtol=1e-13, atol=0)
+        torch.testing.assert_close(res.per_anchor.mean(), res.loss, rtol=1e-13, atol=0)  # anchors' shares
+    assert float(rince_authors_loss(z1, z2, epsilon=0.4, q=1.0, layout=layout)) == pytest.approx(float(ce), rel=1e-14)
+    plan = gca_ince_loss(z1, z2, epsilon=0.4, n_iter=5, layout=layout, return_details=True)
+    rows = torch.arange(plan.positives.numel())
+    ce_gca = -torch.log(plan.plan[rows, plan.positives] / plan.plan.sum(1)).mean()
+    got = gca_rince_authors_loss(z1, z2, epsilon=0.4, n_iter=5, q=0.98, layout=layout)
+    torch.testing.assert_close(got, ce_gca ** 0.98 / 0.98, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("fast_path", ["on", "off"])
+@pytest.mark.parametrize("name", ["rince-authors", "gca-rince-authors"])
+def test_gradcheck_authors_variants_on_both_paths(name, fast_path, monkeypatch):
+    """float64 gradcheck of the new losses at their default q = 0.98, on the fast (fused) and checked paths."""
+    monkeypatch.setattr(losses.core, "FAST_PATH", fast_path)
+    z1, z2 = views(3, 4, seed=22)
+    z1.requires_grad_(True)
+    z2.requires_grad_(True)
+    loss = make_loss(name, **({"n_iter": 4} if name.startswith("gca") else {}))
+    assert torch.autograd.gradcheck(loss, (z1, z2), eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
 def test_rince_tends_to_ince_and_depends_on_lambda():
@@ -285,12 +319,12 @@ def test_gradcheck(name):
                                     atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["ince", "gca-ince", "gca-uot"])
+@pytest.mark.parametrize("name", ["ince", "gca-ince", "gca-uot", "rince-authors", "gca-rince-authors"])
 def test_gradcheck_cross_layout_and_custom_target(name):
     z1, z2 = views(3, 4, seed=13)
     z1.requires_grad_(True)
     z2.requires_grad_(True)
-    target = plans.supervised_plan(torch.tensor([0, 1, 0]), "cross", dtype=D)
+    target = targets.supervised_plan(torch.tensor([0, 1, 0]), "cross", dtype=D)
     kw = _kw(name, epsilon=0.5, n_iter=3, layout="cross", target=target)
     assert torch.autograd.gradcheck(lambda a, b: FUNCS[name](a, b, **kw), (z1, z2), eps=1e-6,
                                     atol=1e-6, rtol=1e-5)
@@ -372,6 +406,8 @@ def test_bad_hyperparameters_raise():
         ("iot", dict(layout="cross"), ValueError, "joint layout"),
         ("iot-uni", dict(layout="diag"), ValueError, "layout='diag'"),
         ("iot-uni", dict(lambda_p=-1.0), ValueError, "lambda_p=-1.0"),
+        ("rince-authors", dict(lam=0.01), TypeError, r"does not take \['lam'\]"),  # λ has no effect there
+        ("gca-rince-authors", dict(q=0.0), ValueError, r"q=0.0 must lie in \(0, 1\]"),
     ]
     for name, kw, exc, msg in cases:
         with pytest.raises(exc, match=msg):
@@ -394,8 +430,8 @@ def test_bad_targets_raise():
     with pytest.raises(TypeError, match="target must be"):
         ince_loss(z1, z2, target="labels")
     with pytest.raises(ValueError, match="positive-pair target only"):
-        make_loss("iot-uni")(z1, z2, target=plans.positive_pairs(3, dtype=D))
+        make_loss("iot-uni")(z1, z2, target=targets.positive_pairs(3, dtype=D))
     # a builder is called with the (global) batch size and the layout
-    builder = lambda b, layout: plans.supervised_plan(torch.arange(b) % 2, layout, dtype=D)  # noqa: E731
+    builder = lambda b, layout: targets.supervised_plan(torch.arange(b) % 2, layout, dtype=D)  # noqa: E731
     torch.testing.assert_close(make_loss("ince", target=builder)(z1, z2),
                                ince_loss(z1, z2, target=builder(3, "joint")))

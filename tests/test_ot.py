@@ -24,6 +24,9 @@ from gca.ot import (
     sinkhorn,
     sinkhorn_unbalanced,
 )
+from gca.ot import autodiff, backends
+from gca.ot.problem import make_problem
+from gca.ot.solvers import SolverOptions, solve
 
 F64 = torch.float64
 INF = math.inf
@@ -44,6 +47,13 @@ def _joint_cost(B, d, seed, dtype=F64):
     C = -(z @ z.T)
     C.fill_diagonal_(INF)
     return C
+
+
+def _with_row_lse(C, a, b, *, epsilon, rho=None, domain="auto", **options):
+    """The driver with the final plan's row log-normaliser (the losses' need; not in the public signatures)."""
+    caller = "sinkhorn" if rho is None else "sinkhorn_unbalanced"
+    problem = make_problem(C, a, b, epsilon=epsilon, rho=rho, caller=caller)
+    return solve(problem, SolverOptions(domain=domain, **options), row_lse=True, caller=caller)
 
 
 def _pot_quiet(fn, *args, **kw):
@@ -586,7 +596,7 @@ def test_row_lse_value_and_gradient(grad, domain):
     if grad == "implicit":
         kw.update(max_iter=5000, tol=1e-14)
     x = base.clone().requires_grad_()
-    r = sinkhorn_unbalanced(x.masked_fill(mask, INF), ones, ones, return_row_lse=True, **kw)
+    r = _with_row_lse(x.masked_fill(mask, INF), ones, ones, **kw)
     dense = torch.logsumexp((r.g[None, :] - r.cost) / 0.5, -1)
     torch.testing.assert_close(r.row_lse, dense.detach() if grad == "detach" else dense)
     w = torch.randn(6, dtype=F64, generator=torch.Generator().manual_seed(4))
@@ -595,12 +605,22 @@ def test_row_lse_value_and_gradient(grad, domain):
     torch.testing.assert_close(g1, g2, atol=1e-10, rtol=1e-8)
     if grad == "unrolled":
         def fn(x):
-            return sinkhorn_unbalanced(x.masked_fill(mask, INF), ones, ones, return_row_lse=True, **kw).row_lse
+            return _with_row_lse(x.masked_fill(mask, INF), ones, ones, **kw).row_lse
 
         assert torch.autograd.gradcheck(fn, (base.clone().requires_grad_(),))
     assert sinkhorn(C, ones, ones, epsilon=0.5, max_iter=3, tol=0).row_lse is None
-    r0 = sinkhorn(C, ones, ones, epsilon=0.5, max_iter=3, tol=0, domain=domain, return_row_lse=True)
+    r0 = _with_row_lse(C, ones, ones, epsilon=0.5, max_iter=3, tol=0, domain=domain)
     torch.testing.assert_close(r0.row_lse, torch.logsumexp((r0.g[None, :] - C) / 0.5, -1))
+
+
+def test_row_lse_is_served_by_the_driver_only():
+    """The row log-normaliser is the losses' need: the public solvers neither take nor set it."""
+    import inspect
+
+    for fn in (sinkhorn, sinkhorn_unbalanced):
+        assert "return_row_lse" not in inspect.signature(fn).parameters
+    with pytest.raises(TypeError, match="row_lse"):
+        solve(make_problem(torch.rand(3, 3, dtype=F64), epsilon=1.0), SolverOptions(), row_lse=1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -629,8 +649,7 @@ def test_cuda_matches_cpu(grad):
     ref = sinkhorn(C.clone().requires_grad_(), ones, ones, epsilon=0.5, max_iter=10, tol=0)
     Cc = C.cuda().requires_grad_()
     with torch.autocast("cuda", dtype=torch.float16):
-        r = sinkhorn(Cc, ones.cuda(), ones.cuda(), epsilon=0.5, max_iter=10, tol=0, grad=grad,
-                     return_row_lse=True)
+        r = _with_row_lse(Cc, ones.cuda(), ones.cuda(), epsilon=0.5, max_iter=10, tol=0, grad=grad)
     assert r.f.device.type == "cuda" and r.f.dtype == torch.float32
     if grad == "unrolled":
         torch.testing.assert_close(r.f.cpu(), ref.f, atol=1e-5, rtol=1e-5)
@@ -652,13 +671,11 @@ def test_kernel_path_long_runs_match_log_path(rho):
 
 @pytest.mark.parametrize("rho", [None, (0.5, 2.0)])
 def test_implicit_conjugate_gradient_matches_dense(monkeypatch, rho):
-    import gca.ot as got
-
     C, a, b = _problem(9, 7, 33)
     W = torch.randn(9, 7, dtype=F64, generator=torch.Generator().manual_seed(5))
     grads = []
     for dense_max in (10**9, 0):
-        monkeypatch.setattr(got, "IMPLICIT_DENSE_MAX", dense_max)
+        monkeypatch.setattr(autodiff, "IMPLICIT_DENSE_MAX", dense_max)
         Cg = C.clone().requires_grad_()
         r = _solve(Cg, a, b, rho, epsilon=0.3, tol=1e-14, max_iter=20000, grad="implicit")
         (r.plan * W).sum().backward()
@@ -668,18 +685,16 @@ def test_implicit_conjugate_gradient_matches_dense(monkeypatch, rho):
 
 @pytest.mark.parametrize("taus", [(1.0, 1.0), (0.7, 0.9)])
 def test_log_scale_recurrence_matches_sequential_loop(monkeypatch, taus):
-    """_Sigmas solves σ_u^t = log M_u^t + τ_a(c − σ_v^{t−1}), σ_v^t = log M_v^t + τ_b(c − σ_u^t)
+    """Sigmas solves σ_u^t = log M_u^t + τ_a(c − σ_v^{t−1}), σ_v^t = log M_v^t + τ_b(c − σ_u^t)
     in vectorised chunks; compare with the recurrence run step by step (chunks of 5, 23 steps)."""
-    import gca.ot as got
-
-    monkeypatch.setattr(got._Sigmas, "CHUNK", 5)
+    monkeypatch.setattr(backends.Sigmas, "CHUNK", 5)
     ta, tb = taus
     g = torch.Generator().manual_seed(40)
     B, T = 3, 23
     c = torch.randn(B, 1, generator=g, dtype=F64)
     sv0 = torch.randn(B, 1, generator=g, dtype=F64)
     M = torch.rand(T, 2, B, 1, generator=g, dtype=F64) + 0.1
-    sig = got._Sigmas(sv0, c, ta, tb)
+    sig = backends.Sigmas(sv0, c, ta, tb)
     su_ref, sv_ref = {}, {0: sv0}
     for t in range(1, T + 1):
         sig.push(M[t - 1, 0], M[t - 1, 1])
@@ -696,14 +711,12 @@ def test_log_scale_recurrence_matches_sequential_loop(monkeypatch, taus):
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 def test_cpu_matvec_backends_agree(monkeypatch, dtype):
     """The kernel path's NumPy/OpenBLAS matvecs equal torch.matmul's, forward and unrolled backward."""
-    import gca.ot as got
-
-    if not got._OpenBLAS.available():
+    if not backends.OpenBLAS.available():
         pytest.skip("NumPy is not linked against OpenBLAS here: both back ends would be torch.matmul")
     g = torch.Generator().manual_seed(41)
     K = torch.rand(4, 9, 6, generator=g, dtype=dtype)
     v, u = torch.rand(4, 6, generator=g, dtype=dtype), torch.rand(4, 9, generator=g, dtype=dtype)
-    mv, rmv = got._matvecs(K)
+    mv, rmv = backends.matvecs(K)
     tol = dict(atol=1e-6 if dtype == torch.float32 else 1e-14, rtol=0)
     torch.testing.assert_close(mv(v), torch.einsum("bij,bj->bi", K, v), **tol)
     torch.testing.assert_close(rmv(u), torch.einsum("bij,bi->bj", K, u), **tol)
@@ -711,8 +724,8 @@ def test_cpu_matvec_backends_agree(monkeypatch, dtype):
     C, a, b = _problem(9, 7, 42, dtype, scale=2.0)
     W = torch.randn(9, 7, generator=g, dtype=dtype)
     out = []
-    for limit in (got.NUMPY_MATVEC_MAX, 0):  # 0: every kernel goes through torch.matmul
-        monkeypatch.setattr(got, "NUMPY_MATVEC_MAX", limit)
+    for limit in (backends.NUMPY_MATVEC_MAX, 0):  # 0: every kernel goes through torch.matmul
+        monkeypatch.setattr(backends, "NUMPY_MATVEC_MAX", limit)
         Cg = C.clone().requires_grad_()
         r = sinkhorn_unbalanced(Cg, a, b, epsilon=0.2, rho=(0.5, 2.0), max_iter=40, tol=0, domain="kernel")
         (r.plan * W).sum().backward()
@@ -723,10 +736,9 @@ def test_cpu_matvec_backends_agree(monkeypatch, dtype):
 
 def test_openblas_thread_count_is_restored(monkeypatch):
     """The solver pins NumPy's OpenBLAS to one thread while it runs and restores the setting."""
-    import gca.ot as got
     from threadpoolctl import threadpool_info
 
-    if not got._OpenBLAS.available():
+    if not backends.OpenBLAS.available():
         pytest.skip("NumPy is not linked against OpenBLAS here (the torch matvecs are used)")
 
     def counts():
@@ -737,8 +749,8 @@ def test_openblas_thread_count_is_restored(monkeypatch):
     Cg = C.clone().requires_grad_()
     seen = []
     orig = np.matmul
-    monkeypatch.setattr(got.np, "matmul", lambda *x: (seen.append(counts()), orig(*x))[1])
-    r = sinkhorn(Cg, a, b, epsilon=0.5, max_iter=5, tol=0, return_row_lse=True)
+    monkeypatch.setattr(backends.np, "matmul", lambda *x: (seen.append(counts()), orig(*x))[1])
+    r = _with_row_lse(Cg, a, b, epsilon=0.5, max_iter=5, tol=0)
     (r.f.sum() + r.row_lse.sum()).backward()
     monkeypatch.undo()
     assert seen and all(all(k == 1 for k in c) for c in seen)  # forward, row_lse and backward
@@ -751,18 +763,16 @@ def test_openblas_thread_count_is_restored(monkeypatch):
 @pytest.mark.parametrize("case", ["cost_overflow", "cost_overflow_kernel", "epsilon_underflow",
                                   "epsilon_underflow_f64", "overflow_unbalanced"])
 def test_non_finite_scaled_cost_is_refused_before_any_blas_call(monkeypatch, case):
-    from gca import ot as _ot
-
     seen = []
-    real = _ot._OpenBLAS.matmul.__func__
+    real = backends.OpenBLAS.matmul.__func__
 
     def recording(cls, x, y):
         seen.append(bool(np.isfinite(x).all() and np.isfinite(y).all()))
         return real(cls, x, y)
 
-    monkeypatch.setattr(_ot._OpenBLAS, "matmul", classmethod(recording))
-    monkeypatch.setattr(_ot._OpenBLAS, "available", classmethod(lambda cls: True))
-    monkeypatch.setattr(_ot._OpenBLAS, "libs", [])
+    monkeypatch.setattr(backends.OpenBLAS, "matmul", classmethod(recording))
+    monkeypatch.setattr(backends.OpenBLAS, "available", classmethod(lambda cls: True))
+    monkeypatch.setattr(backends.OpenBLAS, "libs", [])
     f32 = torch.float32
     problems = {
         "cost_overflow": (lambda: sinkhorn(torch.full((3, 3), 3e38), epsilon=1e-3, max_iter=5, tol=0), "non-finite"),

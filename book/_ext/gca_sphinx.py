@@ -14,9 +14,17 @@
    dataclass as a member, although the class docstring's ``Attributes`` section already documents
    it (``SinkhornResult``, ``LinearProbeResult``, ...). The names in a class's ``Attributes``
    section are remembered when its docstring is processed, and those members are skipped.
+4. One description per object. A package's page documents its public API (its ``__all__``) and
+   then each of its modules; a module's function or class that an enclosing package re-exports
+   (the same object, its name in the package's ``__all__``) is skipped there, so that it is
+   described once, under the name users import (``gca.ot.sinkhorn``, not ``gca.ot.solvers.sinkhorn``).
+   Constants stay with their module: autodoc documents a module-level value only where its ``#:``
+   comment is, and a constant that is read at run time is set there (``gca.losses.core.FAST_PATH``).
 """
 
 from __future__ import annotations
+
+import sys
 
 
 def _drop_thebe(app, config) -> None:
@@ -56,6 +64,18 @@ def _remember_attributes(app, what, name, obj, options, lines) -> None:
 def _skip_documented_fields(app, what, name, obj, skip, options):
     if what == "class" and name in _documented_attributes and not callable(obj) and not isinstance(obj, property):
         return True
+    return None
+
+
+def _skip_reexported(app, what, name, obj, skip, options):
+    if what != "module" or not callable(obj):
+        return None
+    modname = app.env.temp_data.get("autodoc:module") or ""
+    parts = modname.split(".")
+    for k in range(len(parts) - 1, 0, -1):  # the enclosing packages, innermost first
+        package = sys.modules.get(".".join(parts[:k]))
+        if package is not None and name in getattr(package, "__all__", ()) and getattr(package, name, None) is obj:
+            return True
     return None
 
 
@@ -113,4 +133,5 @@ def setup(app):
     app.connect("autodoc-process-docstring", _prose_attribute_docstrings, priority=400)
     app.connect("autodoc-process-docstring", _remember_attributes, priority=300)  # raw numpy-style lines
     app.connect("autodoc-skip-member", _skip_documented_fields)
+    app.connect("autodoc-skip-member", _skip_reexported)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gca import plans
+from gca.losses import targets
 from gca.config import RunConfig
 from gca.losses import make_loss
 from gca.methods import get_method, method_names
@@ -123,10 +123,10 @@ def batch_target(config, dataset, global_indices: Tensor, device: torch.device) 
         if domains is None:
             raise ValueError(f"loss.target=domain_prior needs domain labels, but dataset {dataset.name!r} has none; "
                              "use a multi-domain dataset (e.g. rotated-digits, pacs)")
-        plan = plans.domain_prior_plan(domains[global_indices], alpha=config.loss.target_alpha,
+        plan = targets.domain_prior_plan(domains[global_indices], alpha=config.loss.target_alpha,
                                        beta=config.loss.target_beta, layout=layout)
     else:
-        plan = plans.supervised_plan(dataset.labels[global_indices], layout)
+        plan = targets.supervised_plan(dataset.labels[global_indices], layout)
     return plan.to(device)
 
 

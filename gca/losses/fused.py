@@ -34,11 +34,18 @@ gradient with respect to the normalised embeddings is one product,
 that autograd forms — one ``N × N × d`` matrix product fewer than INCE's backward.
 
 It is chosen automatically by :func:`gca.losses.alignment` on its synchronisation-free path
-(:data:`gca.losses.FAST_PATH`, on by default) where it applies (see :func:`fast_path_supported`);
-elsewhere that path runs the general solver without checks (``gca.ot._solve_unchecked``). Its
-results are read once, with the loss: a non-finite value sends the call to the checked path.
-``GCA_FUSED=0`` in the environment or ``with gca.fused.disabled():`` turns only this fused solver
-off (``GCA_FUSED=1`` keeps it on); ``GCA_FAST_PATH=off`` turns the whole fast path off.
+(:data:`gca.losses.core.FAST_PATH`, on by default) where it applies (see
+:func:`fast_path_supported`); elsewhere that path runs the general solver without checks
+(:func:`gca.ot.solvers.solve_unchecked`). Its results are read once, with the loss: a non-finite
+value sends the call to the checked path. ``GCA_FUSED=0`` in the environment or
+``with gca.losses.fused.disabled():`` turns only this fused solver off (``GCA_FUSED=1`` keeps it
+on); ``GCA_FAST_PATH=off`` turns the whole fast path off.
+
+Why here and not in :mod:`gca.ot`: everything that makes it fast is a property of the losses'
+problem, not of entropic OT — cosine costs of unit embeddings (the static range), constant
+marginals (the log-scales as Python floats), the joint layout's symmetry (one product in the
+backward) — and it hands back the pieces of a :class:`gca.losses.Alignment` (positives, lazy
+dense views). :mod:`gca.ot` stays a general solver for any cost.
 Tested against a float64 loop written from the formulas (values and gradients) in
 ``tests/test_fused.py``.
 """
@@ -53,7 +60,13 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["fast_path_supported", "max_range", "enabled", "disabled", "forced"]
+from ..checks import check_epsilon, check_int
+from ..ot.backends import OpenBLAS
+from .constraints import constraint_potentials
+from .cost import scaled_similarity, unit_rows
+from .targets import positive_index
+
+__all__ = ["fast_path_supported", "max_range", "enabled", "disabled", "forced", "potentials_for_alignment"]
 
 _STATE = {"override": None}  # None: environment / default; True/False: forced by the context managers
 
@@ -96,8 +109,7 @@ def max_range(dtype: torch.dtype, n: int) -> float:
     """
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype={dtype!r} must be a floating-point torch.dtype")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n={n!r} must be the number of rows of the plan, an int >= 1")
+    check_int("n", n, 1, " (the number of rows of the plan)")
     return (math.log(torch.finfo(dtype).max) - 4.0 - 2.0 * math.log(max(n, 2))) / 3.0
 
 
@@ -106,10 +118,8 @@ def fast_path_supported(*, layout: str, cost: str, constraint: str, target, grad
     """Whether the fused path computes exactly what the reference path computes for this call
     (and is enabled): iterated constraint, positive-pair target, unrolled or detached gradient, no
     IOT-uni term, float32/float64, and ``2/ε ≤`` :func:`max_range` ``(dtype, n)``."""
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon < math.inf:
-        raise ValueError(f"epsilon={epsilon!r} must be a finite number > 0")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n={n!r} must be the number of rows of the plan, an int >= 1")
+    epsilon = check_epsilon(epsilon)
+    check_int("n", n, 1, " (the number of rows of the plan)")
     return (enabled() and constraint in ("balanced", "unbalanced") and target is None
             and grad in ("unrolled", "detach") and uniformity_weight == 0
             and layout in ("joint", "cross") and cost in ("neg_cosine", "cosine_distance")
@@ -152,12 +162,9 @@ NUMPY_MATVECS = True  # CPU: matvecs through NumPy's OpenBLAS on one thread wher
 
 
 def _openblas():
-    """:class:`gca.ot._OpenBLAS` (NumPy's OpenBLAS, pinned to one thread) if usable here, else None."""
-    from . import ot
-
-    blas = getattr(ot, "_OpenBLAS", None)
+    """:class:`gca.ot.backends.OpenBLAS` (NumPy's OpenBLAS, pinned to one thread) if usable here, else None."""
     try:
-        return blas if blas is not None and blas.available() else None
+        return OpenBLAS if OpenBLAS.available() else None
     except Exception:  # threadpoolctl failing: torch.mv is always correct
         return None
 
@@ -169,7 +176,7 @@ def _use_numpy(K: Tensor) -> bool:
 
 def _blas_context(K: Tensor):
     """One-thread OpenBLAS for a whole sweep of matvecs (its idle workers would otherwise spin and
-    slow the next multithreaded torch op; see :class:`gca.ot._OpenBLAS`)."""
+    slow the next multithreaded torch op; see :class:`gca.ot.backends.OpenBLAS`)."""
     return _openblas().one_thread() if _use_numpy(K) else contextlib.nullcontext()
 
 
@@ -307,9 +314,6 @@ class _NoCtx:
     def save_for_backward(self, *args):
         pass
 
-    def mark_non_differentiable(self, *args):
-        pass
-
 
 class _LazyScaledCost:
     """``C/ε`` and ``log K`` of the call, built (one matmul, differentiable) only when a dense view of
@@ -319,21 +323,20 @@ class _LazyScaledCost:
         self._args = (z1, z2, layout, cost, epsilon)
         self._value = None
 
-    def _get(self):
+    def scaled_cost(self):
+        """The :class:`gca.losses.cost.ScaledCost` of the call (built on first use)."""
         if self._value is None:
-            from .losses import _scaled_similarity
-
             z1, z2, layout, cost, epsilon = self._args
-            self._value = _scaled_similarity(z1, z2, layout, cost, epsilon, as_log_kernel=False)[0]
+            self._value = scaled_similarity(z1, z2, layout, cost, epsilon, as_log_kernel=False)[0]
         return self._value
 
     @property
     def c(self) -> Tensor:
-        return self._get().c
+        return self.scaled_cost().c
 
     @property
     def log_kernel(self) -> Tensor:
-        return self._get().log_kernel
+        return self.scaled_cost().log_kernel
 
 
 class _LazySolverResult:
@@ -347,40 +350,37 @@ class _LazySolverResult:
         if name.startswith("_"):
             raise AttributeError(name)
         if self._res is None:
-            from .losses import _solve
-
             with torch.no_grad():
-                self._res = _solve(self._cost._get(), None, None, grad="detach", **self._kwargs)[4]
+                self._res = constraint_potentials(self._cost.scaled_cost(), None, None, grad="detach",
+                                                  **self._kwargs)[4]
         return getattr(self._res, name)
 
     def __repr__(self):
         return f"_LazySolverResult({self._kwargs})"
 
 
-def _potentials_for_alignment(z1: Tensor, z2: Tensor, *, epsilon: float, layout: str, cost: str, constraint: str,
+def potentials_for_alignment(z1: Tensor, z2: Tensor, *, epsilon: float, layout: str, cost: str, constraint: str,
                              n_iter: int, rho, mass: str, grad: str, target, uniformity_weight: float,
                              want_row_lse: bool) -> Optional[tuple]:
     """The hook of :func:`gca.losses.alignment`: ``None`` where the fast path does not apply, else
     ``(scaled_cost, pos_hat, positives, f/ε, g/ε, g_prev/ε, row_lse, solver)`` exactly as the
-    reference path's ``_scaled_similarity`` + ``_solve`` produce them (``scaled_cost`` and
+    reference path's :func:`~gca.losses.cost.scaled_similarity` +
+    :func:`~gca.losses.constraints.constraint_potentials` produce them (``scaled_cost`` and
     ``solver`` lazy)."""
     n = z1.shape[0] * (2 if layout == "joint" else 1)
     if not fast_path_supported(layout=layout, cost=cost, constraint=constraint, target=target, grad=grad,
                                uniformity_weight=uniformity_weight, epsilon=epsilon, dtype=z1.dtype, n=n):
         return None
-    from . import plans
-    from .losses import _unit_rows
-
     # no validation read here: a NaN/inf or zero row gives a non-finite loss, which the caller's one
     # folded check sends to the checked path (which names the cause)
-    h1 = _unit_rows(z1, z1.detach().abs().amax(dim=1))
-    h2 = _unit_rows(z2, z2.detach().abs().amax(dim=1))
+    h1 = unit_rows(z1, z1.detach().abs().amax(dim=1))
+    h2 = unit_rows(z2, z2.detach().abs().amax(dim=1))
     s = 1.0 / epsilon
     offset = s if cost == "cosine_distance" else 0.0
     pos_hat = offset - (h1 * h2).sum(dim=1) * s  # Ĉ_iπ(i), O(Bd)
     if layout == "joint":
         pos_hat = torch.cat([pos_hat, pos_hat])
-    pi = plans.positive_index(z1.shape[0], layout, device=z1.device)
+    pi = positive_index(z1.shape[0], layout, device=z1.device)
     mass_value = 1.0 / n if mass == "probability" else 1.0
     tau = (1.0, 1.0) if constraint == "balanced" else tuple(
         1.0 if math.isinf(r) else r / (r + epsilon) for r in rho)

@@ -1,9 +1,9 @@
-"""Target-plan builders (gca.plans): supports, marginals, the paper's domain prior, validation."""
+"""Target-plan builders (gca.losses.targets): supports, marginals, the paper's domain prior, validation."""
 
 import pytest
 import torch
 
-from gca import plans
+from gca.losses import targets as plans
 
 
 @pytest.mark.parametrize("layout,n", [("joint", 10), ("cross", 5)])

@@ -1,5 +1,7 @@
 r"""Target transport plans :math:`P_{\mathrm{tgt}}` for the alignment losses (paper §2, §4).
 
+(``gca.plans`` before the losses became a package.)
+
 A target plan says where each anchor's mass *should* go. Rows are anchors, columns candidates, in
 one of the two layouts of the paper (§2):
 
@@ -25,11 +27,12 @@ Builders
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 from torch import Tensor
+
+from ..checks import check_int, check_nonneg
 
 __all__ = [
     "LAYOUTS",
@@ -56,14 +59,9 @@ def check_layout(layout: str) -> str:
 
 
 def _check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise TypeError(f"batch_size={batch_size!r} must be an int (the number of pairs B)")
-    if batch_size < 2:
-        raise ValueError(
-            f"batch_size={batch_size} is too small: contrastive alignment needs at least 2 pairs "
-            f"(with one pair there are no negatives)"
-        )
-    return batch_size
+    return check_int("batch_size", batch_size, 2,
+                     " (the number of pairs B: contrastive alignment needs at least 2 pairs, with one pair "
+                     "there are no negatives)")
 
 
 def plan_size(batch_size: int, layout: str = "joint") -> int:
@@ -191,11 +189,8 @@ def domain_prior_plan(domains, *, alpha: float, beta: float, layout: str = "join
     Tensor, shape ``(N, N)``, rows summing to 1.
     """
     check_layout(layout)
-    for name, value in (("alpha", alpha), ("beta", beta)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{name}={value!r} must be a real number >= 0")
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name}={value!r} must be finite and >= 0 (a target plan is non-negative)")
+    alpha = check_nonneg("alpha", alpha, " (a target plan is non-negative)")
+    beta = check_nonneg("beta", beta, " (a target plan is non-negative)")
     domains = _check_groups(domains, "domains")
     batch_size = domains.numel()
     d = _expand_layout(domains, layout)
