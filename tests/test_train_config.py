@@ -16,7 +16,6 @@ from gca.config import (
     run_config_hash,
     validate_config,
 )
-from tests.test_train import _needs_loss
 
 
 def test_paper_profile_is_the_papers_configuration():
@@ -36,7 +35,7 @@ def test_paper_profile_is_the_papers_configuration():
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_every_profile_resolves_for_every_method(profile, method):
-    c = resolve_config(profile, method=_needs_loss(method))
+    c = resolve_config(profile, method=method)
     assert c.profile == profile and c.loss.method == method
 
 
