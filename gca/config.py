@@ -113,7 +113,8 @@ class LossConfig:
     ``target`` is the target plan of every batch (paper §4, "Custom targets"): ``"positive"``
     (the permutation Π of positive pairs), ``"domain_prior"``
     (:func:`gca.losses.targets.domain_prior_plan` of the batch's domain labels with ``target_alpha``,
-    ``target_beta``; needs a multi-domain dataset) or ``"supervised"``
+    ``target_beta``, in the form ``target_form`` — ``"per-entry"`` (the spec's) or ``"row-mass"``
+    (the prior's share of each row fixed at ``target_mass``); needs a multi-domain dataset) or ``"supervised"``
     (:func:`gca.losses.targets.supervised_plan` of the batch's class labels)."""
 
     method: str = "gca-uot"
@@ -122,6 +123,8 @@ class LossConfig:
     target: str = "positive"
     target_alpha: float = 0.0
     target_beta: float = 0.0
+    target_form: str = "per-entry"
+    target_mass: float = 0.2
 
 
 @dataclass
@@ -472,7 +475,15 @@ def validate_config(config: RunConfig, *, check_loss: bool = True) -> RunConfig:
 
         _need(LOSSES[lo.method].custom_target,
               f"method {lo.method!r} is defined for the positive-pair target only; use loss.target=positive")
-    elif lo.target_alpha or lo.target_beta:
+    _need(lo.target_form in ("per-entry", "row-mass"),
+          f"loss.target_form must be 'per-entry' or 'row-mass', got {lo.target_form!r}")
+    _need(math.isfinite(lo.target_mass) and 0.0 <= lo.target_mass < 1.0,
+          f"loss.target_mass must lie in [0, 1) (the prior's share of a row), got {lo.target_mass}")
+    if lo.target_form == "row-mass":
+        _need(-1.0 <= lo.target_alpha - lo.target_beta <= 1.0,
+              f"loss.target_alpha - loss.target_beta must lie in [-1, 1] with target_form=row-mass, "
+              f"got {lo.target_alpha - lo.target_beta:g}")
+    if lo.target == "positive" and (lo.target_alpha or lo.target_beta):
         raise ValueError("loss.target_alpha / loss.target_beta are used only with loss.target=domain_prior; "
                          f"got target={lo.target!r}")
     _need(math.isfinite(o.lr) and o.lr > 0, f"optim.lr must be a finite number > 0, got {o.lr}")

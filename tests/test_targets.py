@@ -88,3 +88,54 @@ def test_builders_reject_bad_ids_and_weights():
         plans.domain_prior_plan(torch.tensor([0, 1]), alpha=0.1, beta="x")
     with pytest.raises(TypeError, match="batch_size"):
         plans.positive_index(2.0, "joint")
+
+
+@pytest.mark.parametrize("layout", ["joint", "cross"])
+@pytest.mark.parametrize("delta", [-1.0, -0.5, 0.0, 0.3, 1.0])
+def test_domain_prior_row_mass_against_a_loop(layout, delta):
+    """Row-mass form: the positive keeps 1 − m; same-domain entries share m(1 + δ)/2 and
+    cross-domain ones m(1 − δ)/2, evenly — written out entry by entry."""
+    g = torch.Generator().manual_seed(3)
+    dom = torch.randint(0, 3, (7,), generator=g)
+    m = 0.2
+    alpha, beta = max(delta, 0.0), max(-delta, 0.0)
+    p = plans.domain_prior_plan(dom, alpha=alpha, beta=beta, layout=layout, form="row-mass", mass=m,
+                                dtype=torch.float64)
+    d = dom.repeat(2) if layout == "joint" else dom
+    n, pi = d.numel(), plans.positive_index(7, layout)
+    ref = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        same = [j for j in range(n) if j != pi[i] and not (layout == "joint" and j == i) and d[j] == d[i]]
+        cross = [j for j in range(n) if j != pi[i] and not (layout == "joint" and j == i) and d[j] != d[i]]
+        w_same, w_cross = (1 + delta) / 2, (1 - delta) / 2
+        if not cross:
+            w_same = 1.0
+        if not same:
+            w_cross = 1.0
+        ref[i, pi[i]] = 1 - m
+        for j in same:
+            ref[i, j] = m * w_same / len(same)
+        for j in cross:
+            ref[i, j] = m * w_cross / len(cross)
+    torch.testing.assert_close(p, ref, rtol=0, atol=1e-15)
+
+
+def test_domain_prior_row_mass_keeps_the_positive_share_at_any_batch_size():
+    for b in (8, 64, 256):
+        dom = torch.arange(b) % 4
+        p = plans.domain_prior_plan(dom, alpha=0.5, beta=0.0, form="row-mass", mass=0.2)
+        pi = plans.positive_index(b, "joint")
+        torch.testing.assert_close(p[torch.arange(2 * b), pi], torch.full((2 * b,), 0.8))
+        # per-entry at the same α − β: the positive's share shrinks with the batch
+        q = plans.domain_prior_plan(dom, alpha=0.5, beta=0.0)
+        assert q[0, pi[0]] < 0.8 or b == 8
+
+
+def test_domain_prior_form_is_validated():
+    dom = torch.tensor([0, 1, 0, 1])
+    with pytest.raises(ValueError, match="form"):
+        plans.domain_prior_plan(dom, alpha=0.1, beta=0.0, form="rows")
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        plans.domain_prior_plan(dom, alpha=1.5, beta=0.0, form="row-mass")
+    with pytest.raises(ValueError, match="mass"):
+        plans.domain_prior_plan(dom, alpha=0.5, beta=0.0, form="row-mass", mass=1.0)

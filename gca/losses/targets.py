@@ -42,6 +42,7 @@ __all__ = [
     "positive_pairs",
     "supervised_plan",
     "domain_prior_plan",
+    "DOMAIN_PRIOR_FORMS",
     "custom_plan",
 ]
 
@@ -166,23 +167,49 @@ def supervised_plan(labels, layout: str = "joint", *, dtype: torch.dtype = torch
     return _renormalise_rows(plan)
 
 
+#: The two forms of :func:`domain_prior_plan`.
+DOMAIN_PRIOR_FORMS = ("per-entry", "row-mass")
+
+
 def domain_prior_plan(domains, *, alpha: float, beta: float, layout: str = "joint",
+                      form: str = "per-entry", mass: float = 0.2,
                       dtype: torch.dtype = torch.float32) -> Tensor:
-    r"""The paper's domain prior (page 9), rows renormalised to mass 1.
+    r"""The paper's domain prior (page 9), rows renormalised to mass 1, in one of two forms.
+
+    ``form="per-entry"`` (the spec's reading): every entry gets its own weight,
 
     .. math:: P_{ij} \propto 1[j = \pi(i)] + \alpha\,1[D_i = D_j,\ j \ne \pi(i)]
               + \beta\,1[D_i \ne D_j], \qquad P_{ii} = 0 \text{ (joint layout)}.
 
-    ``alpha > beta`` asks same-domain samples to stay close (domain information kept),
-    ``alpha < beta`` pushes towards domain invariance; ``alpha = beta = 0`` is :math:`\Pi`.
+    The prior's share of a row then grows with the batch: at N = 512 and four domains,
+    α = 0.02 already puts 2.5× the positive's mass on same-domain entries.
+
+    ``form="row-mass"``: the prior's total off-positive mass per row is fixed at ``mass`` (the
+    positive keeps ``1 − mass`` at any batch size) and split between same- and cross-domain
+    entries by :math:`\delta = \alpha - \beta \in [-1, 1]`:
+
+    .. math:: P_{i\pi(i)} = 1 - m, \quad
+              \sum_{j \in S_i} P_{ij} = m\,\tfrac{1 + \delta}{2}, \quad
+              \sum_{j \in X_i} P_{ij} = m\,\tfrac{1 - \delta}{2},
+
+    spread evenly over the same-domain non-positive entries :math:`S_i` and the cross-domain
+    entries :math:`X_i` (a group absent from the batch passes its mass to the other). The paper's
+    own parametrisation is not recoverable (the authors' code has no domain prior).
+
+    In both forms ``alpha > beta`` asks same-domain samples to stay close (domain information
+    kept), ``alpha < beta`` pushes towards domain invariance.
 
     Parameters
     ----------
     domains : Tensor, shape ``(B,)``, integer
         Domain id of each pair.
     alpha, beta : float, ``>= 0``
-        Mass on same-domain and cross-domain non-positive pairs, relative to the positive's 1.
+        per-entry: weight of each same-domain / cross-domain non-positive entry, relative to the
+        positive's 1. row-mass: only ``alpha − beta`` matters and must lie in ``[-1, 1]``.
     layout : {"joint", "cross"}
+    form : {"per-entry", "row-mass"}
+    mass : float in ``[0, 1)``
+        row-mass only: the prior's total share of each row.
 
     Returns
     -------
@@ -191,17 +218,40 @@ def domain_prior_plan(domains, *, alpha: float, beta: float, layout: str = "join
     check_layout(layout)
     alpha = check_nonneg("alpha", alpha, " (a target plan is non-negative)")
     beta = check_nonneg("beta", beta, " (a target plan is non-negative)")
+    if form not in DOMAIN_PRIOR_FORMS:
+        raise ValueError(f"form={form!r}; choose one of {DOMAIN_PRIOR_FORMS}")
     domains = _check_groups(domains, "domains")
     batch_size = domains.numel()
     d = _expand_layout(domains, layout)
     same = (d[:, None] == d[None, :]).to(dtype)
-    plan = alpha * same + beta * (1.0 - same)
     pi = positive_index(batch_size, layout, device=d.device)
     rows = torch.arange(pi.numel(), device=d.device)
-    plan[rows, pi] = 1.0
+    if form == "per-entry":
+        plan = alpha * same + beta * (1.0 - same)
+        plan[rows, pi] = 1.0
+        if layout == "joint":
+            plan.fill_diagonal_(0.0)
+        return _renormalise_rows(plan)
+    # row-mass: fixed prior mass m per row, split (1 ± δ)/2 between the two groups
+    delta = alpha - beta
+    if not -1.0 <= delta <= 1.0:
+        raise ValueError(f"alpha - beta = {delta:g} must lie in [-1, 1] for form='row-mass' (it splits the prior's "
+                         "row mass between same- and cross-domain entries)")
+    mass = check_nonneg("mass", mass)
+    if mass >= 1.0:
+        raise ValueError(f"mass={mass!r} must be < 1 (the positive keeps 1 - mass of each row)")
+    off = torch.ones_like(same)
+    off[rows, pi] = 0.0
     if layout == "joint":
-        plan.fill_diagonal_(0.0)
-    return _renormalise_rows(plan)
+        off.fill_diagonal_(0.0)
+    s_mask, x_mask = same * off, (1.0 - same) * off
+    n_s, n_x = s_mask.sum(1, keepdim=True), x_mask.sum(1, keepdim=True)
+    w_s = torch.full_like(n_s, 0.5 * (1.0 + delta))
+    w_x = 1.0 - w_s
+    w_s, w_x = torch.where(n_x == 0, torch.ones_like(w_s), w_s), torch.where(n_s == 0, torch.ones_like(w_x), w_x)
+    plan = mass * (w_s * s_mask / n_s.clamp_min(1.0) + w_x * x_mask / n_x.clamp_min(1.0))
+    plan[rows, pi] = 1.0 - mass
+    return _renormalise_rows(plan)  # exact up to rounding; also covers a row with no off-positive entry
 
 
 def custom_plan(matrix, layout: str = "joint", *, batch_size: Optional[int] = None) -> Tensor:

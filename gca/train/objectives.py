@@ -124,7 +124,8 @@ def batch_target(config, dataset, global_indices: Tensor, device: torch.device) 
             raise ValueError(f"loss.target=domain_prior needs domain labels, but dataset {dataset.name!r} has none; "
                              "use a multi-domain dataset (e.g. rotated-digits, pacs)")
         plan = targets.domain_prior_plan(domains[global_indices], alpha=config.loss.target_alpha,
-                                       beta=config.loss.target_beta, layout=layout)
+                                         beta=config.loss.target_beta, layout=layout,
+                                         form=config.loss.target_form, mass=config.loss.target_mass)
     else:
         plan = targets.supervised_plan(dataset.labels[global_indices], layout)
     return plan.to(device)
