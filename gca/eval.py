@@ -55,6 +55,7 @@ __all__ = [
     "stratified_split_indices",
     "evaluate_model",
     "evaluate_run",
+    "load_eval_data",
     "EVAL_NAME",
 ]
 
@@ -346,8 +347,13 @@ def uniformity(z: Tensor, *, t: float = 2.0, block: int = 2048) -> float:
 # ---------------------------------------------------------------------------------------------
 # Whole-run evaluation
 # ---------------------------------------------------------------------------------------------
-def _load_eval_data(config, split: str):
+def load_eval_data(config, split: str):
+    """The ``split`` (``"train"`` or ``"test"``) images :func:`evaluate_model` evaluates a run of
+    ``config`` on: the configured dataset, class-balanced subset by ``config.train.seed`` where set."""
     from gca import data as gdata
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r} must be 'train' or 'test'")
 
     d = config.data
     ds = gdata.load_dataset(d.dataset, split=split, data_dir=d.data_dir, **d.load_kwargs)
@@ -382,8 +388,8 @@ def evaluate_model(
     _check_corruption_names(e)  # before any feature is extracted or probe fitted
     device = torch.device(device)
     model = freeze(model.to(device))
-    train_ds = train_data if train_data is not None else _load_eval_data(config, "train")
-    test_ds = test_data if test_data is not None else _load_eval_data(config, "test")
+    train_ds = train_data if train_data is not None else load_eval_data(config, "train")
+    test_ds = test_data if test_data is not None else load_eval_data(config, "test")
     size = config.data.image_size
     mean, std = train_ds.mean, train_ds.std
     kw = dict(mean=mean, std=std, batch_size=e.batch_size, device=device, size=size, progress=progress)
