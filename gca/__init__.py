@@ -9,6 +9,7 @@ problem* (Chen, Lin, Liu, Xiao, Dyer; NeurIPS 2024). Modules, one per concept:
 - :mod:`gca.plans` — target transport plans (positive pairs, supervised, domain prior, custom).
 - :mod:`gca.data`, :mod:`gca.augment`, :mod:`gca.models` — datasets, batched augmentations, encoders.
 - :mod:`gca.train`, :mod:`gca.eval` — pretraining, frozen linear probe, kNN, alignment/uniformity.
+- :mod:`gca.study` — the paper's experiments as a study of cached runs (plan, cache, runner, report).
 - :mod:`gca.provenance` — what produced a result or a figure.
 """
 
