@@ -22,6 +22,8 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from gca import __version__
+
 try:  # optional (installed with scikit-learn): without it the BLAS libraries are not listed
     import threadpoolctl
 except ImportError:  # pragma: no cover
@@ -148,8 +150,6 @@ def collect_provenance(
     (:func:`blas_info`), ``seed``, ``data_checksum``, ``time`` (UTC, ISO 8601) plus any ``extra``
     keyword given by the caller (e.g. ``notebook=...``, ``parameters=...``).
     """
-    from gca import __version__
-
     record: dict[str, Any] = {
         "git_commit": git_commit(),
         "git_dirty": git_dirty(),

@@ -95,6 +95,42 @@ def test_hashes_localise_changes_and_cover_the_constants_read(tmp_path):
     assert fpm.entry_hashes(p)["used"] != one
 
 
+IMPORT_TIME = '''
+def build():
+    return {"a": 1}
+
+
+def later(x):
+    return x
+
+
+TABLE = build()
+REGISTRY = {"later": later}
+
+
+def reads_table():
+    return TABLE["a"]
+
+
+def reads_registry(name):
+    return REGISTRY[name]
+'''
+
+
+def test_a_function_called_at_import_time_counts_a_function_only_referenced_does_not(tmp_path):
+    p = tmp_path / "m.py"
+    _write(p, IMPORT_TIME)
+    before = fpm.entry_hashes(p)
+    _write(p, IMPORT_TIME.replace('return {"a": 1}', 'return {"a": 2}'))
+    after = fpm.entry_hashes(p)
+    assert after["reads_table"] != before["reads_table"]  # TABLE's value was computed by build()
+    assert after["reads_registry"] == before["reads_registry"]
+    _write(p, IMPORT_TIME.replace("    return x\n", "    return -x\n"))
+    after = fpm.entry_hashes(p)
+    # later() runs only when called (then it is recorded itself): its edit leaves the reader alone
+    assert after["reads_registry"] == before["reads_registry"] and after["later"] != before["later"]
+
+
 # ------------------------------------------------------------------------------------------------
 # Which modules count: one declaration, by dotted name, recursive
 # ------------------------------------------------------------------------------------------------

@@ -133,3 +133,11 @@ def test_verify_recomputes_a_sample_elsewhere_and_reports_differences(tmp_path, 
     monkeypatch.setenv("GCA_RESULTS_DIR", str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="no current result"):
         verify("smoke", 1)
+
+
+def test_the_package_imports_nothing_from_benchmarks_or_notebooks():
+    code = ("import sys, gca.cli, gca.experiments, gca.study.cost, gca.study.report, gca.study.runner; "
+            "bad = sorted(m for m in sys.modules if m.startswith(('bench', 'benchmarks', 'notebooks', 'gpu_'))); "
+            "print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out

@@ -9,10 +9,11 @@ So a result records *what ran*, as a set of code hashes, not *where* it ran:
 - Each such function is identified by :func:`entry_hash`: a hash of its source parsed with
   ``ast`` and re-emitted without docstrings (comments, docstrings and formatting do not count),
   with its own name abstracted (so renaming it, or moving it to another module, changes nothing),
-  plus the module-level statements it reads — constants, class fields, and, followed through
-  ``from ... import`` into other tracked modules, the constants it imports. A method also covers
-  its class's fields (the class body without its methods). Nested functions and lambdas are part
-  of the function that defines them.
+  plus the module-level statements it reads, transitively — constants, class fields, the code of
+  functions called to compute them at import time, and, followed through imports into other
+  tracked modules, the constants it imports. A method also covers its class's fields (the class
+  body without its methods). Nested functions and lambdas are part of the function that defines
+  them.
 - A result stores ``{"format": 2, "functions": {hash: "module:qualified name"}, "torch": version}``
   (the names are for people only). It is *current* when every hash it stores is the hash of some
   function of the tracked code now (:func:`fingerprint_changes`) and torch is the same version.
@@ -256,24 +257,38 @@ def _class_fields(cls: ast.ClassDef) -> ast.ClassDef:
     return skeleton
 
 
-_NAMES: dict[int, tuple[Any, list[tuple[str, str | None]]]] = {}
+_NAMES: dict[int, tuple[Any, list[tuple[str, str | None]], frozenset]] = {}
 
 
-def _loaded_names(node: ast.AST) -> list[tuple[str, str | None]]:
-    """``(name, None)`` for every name read in ``node``, ``(name, attribute)`` for ``name.attribute``
-    (memoised per node; the node is kept alive with its entry, so its id is not reused)."""
+def _names(node: ast.AST) -> tuple[list[tuple[str, str | None]], frozenset]:
+    """``(reads, calls)`` of ``node``: ``(name, None)`` for every name read, ``(name, attribute)`` for
+    ``name.attribute``; ``calls``: those of them that are called (or used as decorators). Memoised per
+    node (the node is kept alive with its entry, so its id is not reused)."""
     hit = _NAMES.get(id(node))
     if hit is not None and hit[0] is node:
-        return hit[1]
-    names = []
+        return hit[1], hit[2]
+
+    def ref(expr):
+        if isinstance(expr, ast.Name):
+            return expr.id, None
+        if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name):
+            return expr.value.id, expr.attr
+        return None
+
+    reads, calls = [], set()
     for sub in ast.walk(node):
         if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load):
-            names.append((sub.id, None))
+            reads.append((sub.id, None))
         elif isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name):
-            names.append((sub.value.id, sub.attr))
-    names = list(dict.fromkeys(names))
-    _NAMES[id(node)] = (node, names)
-    return names
+            reads.append((sub.value.id, sub.attr))
+        if isinstance(sub, ast.Call):
+            calls.add(ref(sub.func))
+        elif isinstance(sub, (*_DEFS, ast.ClassDef)):
+            calls.update(ref(d.func if isinstance(d, ast.Call) else d) for d in sub.decorator_list)
+    reads = list(dict.fromkeys(reads))
+    calls.discard(None)
+    _NAMES[id(node)] = (node, reads, frozenset(calls))
+    return reads, frozenset(calls)
 
 
 def _absolute(mod: _Module, stmt: ast.ImportFrom) -> str:
@@ -327,15 +342,20 @@ class _Index:
         stack: list[tuple[_Module, ast.AST, bool]] = [(mod, r, False) for r in roots]
         while stack:
             m, node, at_import = stack.pop()
-            for name, attr in _loaded_names(node):
-                self._follow(m, name, attr, at_import, out, seen, stack, depth=0)
+            reads, calls = _names(node)
+            for name, attr in reads:  # a function counts where it is called at import time
+                self._follow(m, name, attr, at_import and (name, attr) in calls, out, seen, stack, depth=0)
         return out
 
-    def _follow(self, m: _Module, name: str, attr: str | None, at_import: bool, out, seen, stack, depth: int):
+    def _follow(self, m: _Module, name: str, attr: str | None, called: bool, out, seen, stack, depth: int):
+        """Add what reading ``name`` (or ``name.attr``) in module ``m`` depends on; ``called``: it is
+        called at import time (a constant's value, a decorator), so a function's code counts too."""
         if depth > 8:
             return
         for kind, node, extra in m.bindings.get(name, ()):
-            key = (m.name, id(node), attr if kind == "import" else None)
+            if kind == "def" and not called:  # a function that runs later is recorded when it runs
+                continue
+            key = (m.name, id(node), (attr, called) if kind == "import" else None)
             if key in seen:
                 continue
             seen.add(key)
@@ -346,13 +366,13 @@ class _Index:
                 skeleton = m.fields(node.name)
                 out.add(ast.unparse(skeleton))
                 stack.append((m, skeleton, True))
-            elif kind == "def" and at_import:  # called while a constant was computed (import time)
+            elif kind == "def":  # called while the module is imported, before any tracking
                 out.add(_unparse_abstract(node))
                 stack.append((m, node, True))
             elif kind == "import":
-                self._follow_import(m, node, extra, attr, at_import, out, seen, stack, depth)
+                self._follow_import(m, node, extra, attr, called, out, seen, stack, depth)
 
-    def _follow_import(self, m: _Module, stmt, alias, attr, at_import, out, seen, stack, depth):
+    def _follow_import(self, m: _Module, stmt, alias, attr, called, out, seen, stack, depth):
         if isinstance(stmt, ast.Import):
             # ``import a.b as m`` / ``import a`` bind a module; ``import a.b`` binds ``a`` (not followed)
             target = alias.name if alias.asname or "." not in alias.name else None
@@ -371,9 +391,9 @@ class _Index:
             return
         if imported is None:  # a module alias: ``alias.attr`` reads ``attr`` of that module
             if attr is not None:
-                self._follow(source, attr, None, at_import, out, seen, stack, depth + 1)
+                self._follow(source, attr, None, called, out, seen, stack, depth + 1)
         else:
-            self._follow(source, imported, attr, at_import, out, seen, stack, depth + 1)
+            self._follow(source, imported, attr, called, out, seen, stack, depth + 1)
 
     def entry_of(self, mod: _Module, qualname: str) -> str | None:
         """The entry of ``mod`` holding the code object ``qualname`` (``None``: module-level code)."""

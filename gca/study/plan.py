@@ -167,9 +167,6 @@ def study_settings(profile: str) -> StudyProfile:
 # --------------------------------------------------------------------------------------------
 # The runs
 # --------------------------------------------------------------------------------------------
-Overrides = Mapping[str, Any]
-
-
 @dataclass(frozen=True)
 class Block:
     """A block of runs: every method × every seed of ``seeds`` × every point of ``sweep``.
@@ -190,8 +187,8 @@ class Block:
     seeds: str
     priority: int
     seed_step: int = 0
-    overrides: Callable[[StudyProfile], Overrides] | None = None
-    sweep: Callable[[StudyProfile], Sequence[tuple[str, Overrides]]] | None = None
+    overrides: Callable[[StudyProfile], Mapping[str, Any]] | None = None
+    sweep: Callable[[StudyProfile], Sequence[tuple[str, Mapping[str, Any]]]] | None = None
     analysis: str | None = None
 
     def __post_init__(self):
