@@ -89,7 +89,7 @@ def device_description(device: Any = None) -> str:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``'s "model name"; else :func:`platform.processor`, else
+    """The CPU's model name (``/proc/cpuinfo``'s "model name"; else ``platform.processor()``, else
     the machine type)."""
     try:
         with open("/proc/cpuinfo") as fh:

@@ -6,7 +6,7 @@ So a result records *what ran*, as a set of code hashes, not *where* it ran:
 
 - While a run executes, :class:`CodeTracker` records every function of a tracked module that is
   called (``sys.settrace``, call events only, no line tracing).
-- Each such function is identified by :func:`entry_hash`: a hash of its source parsed with
+- Each such function is identified by a hash (:func:`entry_hashes`): of its source parsed with
   ``ast`` and re-emitted without docstrings (comments, docstrings and formatting do not count),
   with its own name abstracted (so renaming it, or moving it to another module, changes nothing),
   plus the module-level statements it reads, transitively — constants, class fields, the code of
@@ -173,7 +173,7 @@ class _Module:
     _fields: dict[str, ast.ClassDef] = field(default_factory=dict)
 
     def fields(self, cls: str) -> ast.ClassDef:
-        """Class ``cls`` without its methods (:func:`_class_fields`), built once."""
+        """Class ``cls`` without its methods (its fields), built once."""
         if cls not in self._fields:
             self._fields[cls] = _class_fields(self.classes[cls])
         return self._fields[cls]
@@ -463,8 +463,9 @@ def _module_name(frame) -> str | None:
 
 class CodeTracker:
     """Records which functions of tracked modules run inside a ``with`` block (``sys.settrace`` on
-    call events only), then turns them into a fingerprint (:meth:`fingerprint`). The tracked sources
-    are parsed when the block is entered: the hashes are of the code the run started with."""
+    call events only), then turns them into a fingerprint (:meth:`CodeTracker.fingerprint`). The
+    tracked sources are parsed when the block is entered: the hashes are of the code the run
+    started with."""
 
     def __init__(self):
         self.calls: set[tuple[str, str, str]] = set()

@@ -4,17 +4,18 @@ Profiles — three names, three meanings
 --------------------------------------
 This is the one place that relates them.
 
-- A **configuration profile** (:data:`gca.config.PROFILES`: ``smoke``, ``cpu``, ``paper``) sets
-  the options of *one* training run (``gca pretrain --profile cpu``: width 32, 30 epochs, ...).
+- A **configuration profile** (``gca.config.PROFILES``, listed by ``gca profiles``: ``smoke``,
+  ``cpu``, ``paper``) sets the options of *one* training run (``gca pretrain --profile cpu``:
+  width 32, 30 epochs, ...).
 - A **study profile** (:data:`STUDY_PROFILES`, this module) is a whole set of runs. Each one
   starts from a configuration profile and overrides some options for *every* run of the study,
   so that the whole study fits its machine. The study profile ``cpu`` is therefore *smaller*
   than the configuration profile ``cpu``: it starts from it and sets width 16, 10 epochs,
-  16 px views and 500 test images per class (:attr:`StudyProfile.overrides`), so that its 112
-  runs fit a working day on two cores. ``smoke`` does the same for CI; ``paper`` changes nothing.
+  16 px views and 500 test images per class (:class:`StudyProfile` ``overrides``), so that its 112
+  runs fit a two-core machine. ``smoke`` does the same for CI; ``paper`` changes nothing.
 - A **book profile** (:data:`gca.book.BOOK_PROFILES`: ``smoke``, ``default``, ``full``) is how
   large the notebooks compute; each book profile shows one study profile
-  (:attr:`StudyProfile.book_profile`; :func:`study_profile` maps either name).
+  (:class:`StudyProfile` ``book_profile``; :func:`study_profile` maps either name).
 
 ``smoke``: sklearn digits (40 images per class), tiny network, 2 epochs (CI: every notebook in
 well under a minute). ``cpu``: the study shown in the book — CIFAR-10 (JPEG copy), a
@@ -62,21 +63,34 @@ __all__ = [
 class StudyProfile:
     """Settings of one study profile (see the module docstring).
 
-    Attributes:
-        name: the study profile (``results/<name>/``).
-        book_profile: the book profile whose notebooks show this study.
-        config_profile: the configuration profile (:data:`gca.config.PROFILES`) every run starts from.
-        overrides: options set for every run on top of ``config_profile`` (dotted, as on the command line).
-        seeds: the seeds of the study (shifted by :func:`study_plan`'s ``seed``).
-        all_methods_all_seeds: every method gets every seed (``False``: extra seeds only for the key
-            comparisons, for CI).
-        noisy_augment: the noisy-view augmentation of the ``noisy`` panel (spec §5.2).
-        corruptions: the test-time corruptions evaluated in the noisy panels.
-        domain_dataset: the multi-domain dataset of the domain-prior sweep (spec §5.3).
-        domain_overrides: options of the domain-prior runs on top of ``overrides``.
-        ablation_iters: the Sinkhorn iterations of the GCA-INCE ablation (spec §5.4).
-        ablation_eps: the ε values of the GCA-INCE ablation.
-        alpha_minus_beta: the α − β values of the domain-prior sweep.
+    Attributes
+    ----------
+    name
+        The study profile (``results/<name>/``).
+    book_profile
+        The book profile whose notebooks show this study.
+    config_profile
+        The configuration profile every run starts from (``gca.config.PROFILES``).
+    overrides
+        Options set for every run on top of ``config_profile`` (dotted, as on the command line).
+    seeds
+        The seeds of the study (shifted by :func:`study_plan`'s ``seed``).
+    noisy_augment
+        The noisy-view augmentation of the ``noisy`` panel (spec §5.2).
+    corruptions
+        The test-time corruptions evaluated in the noisy panels.
+    domain_dataset
+        The multi-domain dataset of the domain-prior sweep (spec §5.3).
+    domain_overrides
+        Options of the domain-prior runs on top of ``overrides``.
+    ablation_iters
+        The Sinkhorn iterations of the GCA-INCE ablation (spec §5.4).
+    ablation_eps
+        The ε values of the GCA-INCE ablation.
+    alpha_minus_beta
+        The α − β values of the domain-prior sweep.
+    all_methods_all_seeds
+        Every method gets every seed (``False``: extra seeds only for the key comparisons, for CI).
     """
 
     name: str
@@ -171,15 +185,25 @@ def study_settings(profile: str) -> StudyProfile:
 class Block:
     """A block of runs: every method × every seed of ``seeds`` × every point of ``sweep``.
 
-    Attributes:
-        experiment: the panel the runs belong to (``results/<profile>/<experiment>/``).
-        methods: the methods run.
-        seeds: ``"all"`` the profile's seeds, ``"first"`` the first one, ``"rest"`` the others (none
-            when the profile has ``all_methods_all_seeds=False``).
-        priority: lower runs first; ``seed_step`` is added per position of the seed in ``seeds``.
-        overrides: options of every run, from the profile (``None``: none).
-        sweep: ``(tag, options)`` per point of a sweep, from the profile (``None``: one point, no tag).
-        analysis: an analysis of the trained encoder (``"plans"``).
+    Attributes
+    ----------
+    experiment
+        The panel the runs belong to (``results/<profile>/<experiment>/``).
+    methods
+        The methods run.
+    seeds
+        ``"all"`` the profile's seeds, ``"first"`` the first one, ``"rest"`` the others (none when
+        the profile has ``all_methods_all_seeds=False``).
+    priority
+        Lower runs first; ``seed_step`` is added per position of the seed in ``seeds``.
+    seed_step
+        See ``priority``.
+    overrides
+        Options of every run, from the profile (``None``: none).
+    sweep
+        ``(tag, options)`` per point of a sweep, from the profile (``None``: one point, no tag).
+    analysis
+        An analysis of the trained encoder (``"plans"``).
     """
 
     experiment: str

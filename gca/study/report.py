@@ -259,8 +259,8 @@ def ablation_verdicts(iters: Mapping[int, float], eps: Mapping[float, float], no
 
 def cost_verdict(times: Mapping[str, dict], multi: str, one: str, *, threshold: float = 0.05) -> dict[str, Any]:
     """Is a multi-step loss's training step at most ``1 + threshold`` times its one-step counterpart's?
-    Uses the per-round ratios of :func:`measure_step_times` (interleaved rounds, so paired):
-    ``"reproduced"`` if their upper quartile is ≤ ``1 + threshold``, ``"not reproduced at this
+    Uses the per-round ratios of :func:`gca.study.cost.measure_step_times` (interleaved rounds, so
+    paired): ``"reproduced"`` if their upper quartile is ≤ ``1 + threshold``, ``"not reproduced at this
     scale"`` if their lower quartile is above it, else ``"inconclusive"`` (load noise)."""
     ratios = sorted(a / b for a, b in zip(times[multi]["step_all"], times[one]["step_all"]))
     q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3

@@ -10,7 +10,7 @@ parameter): ``compute`` (default: reuse matching results, compute missing or sta
 ``cached`` (never compute: missing/stale runs are listed as missing), ``force`` (recompute
 everything; ``GCA_RECOMPUTE=1`` is a synonym).
 
-This module's functions that compute numbers (:func:`_run_one`, :func:`_plans_analysis`) are part
+This module's functions that compute numbers (``_run_one``, ``_plans_analysis``) are part
 of every result's code fingerprint (:data:`gca.study.fingerprint.TRACKED`).
 """
 
