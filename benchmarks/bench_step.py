@@ -10,7 +10,8 @@ inflate the way it inflates wall-clock time (while another job holds the core, t
 charged); wall-clock medians are reported beside them. On CUDA the ratios use wall-clock time
 (with synchronisation). Also reported:
 the time to make the two views (to show data augmentation is not the bottleneck) and the loss's
-own forward+backward on the step's embeddings.
+own forward+backward on the step's embeddings. The measurement is
+:func:`gca.study.cost.measure_train_steps` (shared with the GPU campaign); this script prints and saves it.
 
 Target (issue 4): GCA-UOT and GCA-INCE steps ≤ 1.10 × the INCE step on CPU.
 
@@ -26,100 +27,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
+from gca.study.cost import measure_train_steps
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def run(*, methods=("ince", "gca-ince", "gca-uot"), backbone="small", width=None, batch=256, image_size=32,
-        channels=3, rounds=8, warmup=2, device="cpu", threads=None, amp=False, seed=0, progress=True) -> dict:
-    """Time training steps; returns a JSON-serialisable dict of medians (seconds) and ratios."""
-    from gca.config import resolve_config
-    from gca.train import ViewMaker, build_training, resolve_device
-
-    dev = resolve_device(device)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    base = {"model.backbone": backbone, "model.width": "none" if width is None else width,
-            "train.batch_size": batch, "train.amp": amp, "train.device": str(dev), "train.seed": seed}
-    profile = "cpu" if backbone == "small" else "paper"
-    steppers = {}
-    for m in methods:
-        cfg = resolve_config(profile, method=m, overrides=base)
-        steppers[m] = build_training(cfg, in_channels=channels, device=dev, total_steps=10**6)
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (batch, channels, image_size, image_size), dtype=torch.uint8, generator=g).to(dev)
-    views = ViewMaker("simclr", image_size, torch.full((channels,), 0.5), torch.full((channels,), 0.25), dev)
-
-    cpu_clock = dev.type == "cpu"
-    clock = time.process_time if cpu_clock else time.perf_counter
-    times = {m: [] for m in methods}
-    wall = {m: [] for m in methods}
-    aug_times, loss_times = [], {m: [] for m in methods}
-    total = (warmup + rounds) * len(methods)
-    done = 0
-    for r in range(warmup + rounds):
-        for m in methods:
-            st = steppers[m]
-            _sync(dev)
-            w0, t0 = time.perf_counter(), clock()
-            v = views(images, g)
-            _sync(dev)
-            t1 = clock()
-            st.step(v, r)
-            _sync(dev)
-            w2, t2 = time.perf_counter(), clock()
-            # the loss alone on this step's embeddings (forward + backward)
-            with torch.no_grad():
-                z1, z2 = st.model(torch.cat(v)).float().chunk(2)
-            z1.requires_grad_(True)
-            z2.requires_grad_(True)
-            _sync(dev)
-            t3 = clock()
-            st.loss_fn(z1, z2).backward()
-            _sync(dev)
-            t4 = clock()
-            if r >= warmup:
-                times[m].append(t2 - t0)
-                wall[m].append(w2 - w0)
-                aug_times.append(t1 - t0)
-                loss_times[m].append(t4 - t3)
-            done += 1
-            if progress:
-                print(f"\r{done}/{total} steps", end="", file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
-    med = {m: statistics.median(t) for m, t in times.items()}
-    loss_med = {m: statistics.median(t) for m, t in loss_times.items()}
-    ref = methods[0]
-    return {
-        "device": str(dev), "device_name": _device_name(dev), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "backbone": backbone, "feat_dim": steppers[ref].model.backbone.feat_dim,
-        "batch": batch, "image_size": image_size, "rounds": rounds, "amp": amp,
-        "clock": "process CPU time" if cpu_clock else "wall clock",
-        "step_s": med, "step_ratio": {m: med[m] / med[ref] for m in methods},
-        "step_wall_s": {m: statistics.median(t) for m, t in wall.items()},
-        "loss_fwd_bwd_s": loss_med, "loss_ratio": {m: loss_med[m] / loss_med[ref] for m in methods},
-        "augment_two_views_s": statistics.median(aug_times),
-        "augment_fraction_of_step": statistics.median(aug_times) / med[ref],
-        "reference": ref,
-    }
-
-
-def _device_name(dev: torch.device) -> str:
-    from gca.provenance import device_description
-
-    return device_description(dev)
+#: The measurement (:func:`gca.study.cost.measure_train_steps`); this script formats and saves it.
+run = measure_train_steps
 
 
 def to_markdown(res: dict) -> str:

@@ -11,6 +11,7 @@ problem* (Chen, Lin, Liu, Xiao, Dyer; NeurIPS 2024). Modules, one per concept:
   losses (:mod:`gca.losses.registry`).
 - :mod:`gca.data`, :mod:`gca.augment`, :mod:`gca.models` — datasets, batched augmentations, encoders.
 - :mod:`gca.train`, :mod:`gca.eval` — pretraining, frozen linear probe, kNN, alignment/uniformity.
+- :mod:`gca.study` — the paper's experiments as a study of cached runs (plan, cache, runner, report).
 - :mod:`gca.provenance` — what produced a result or a figure.
 """
 

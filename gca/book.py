@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 __all__ = [
-    "PROFILES",
+    "BOOK_PROFILES",
     "EXECUTED_DIR",
     "MATHJAX_VERSION",
     "MATHJAX_DISTRIBUTION",
@@ -68,8 +68,9 @@ __all__ = [
 ]
 
 #: The execution profiles of every notebook. ``smoke`` is for CI (seconds per notebook),
-#: ``default`` for ``make book`` (minutes on a 2-core CPU), ``full`` for the largest sizes.
-PROFILES = ("smoke", "default", "full")
+#: ``default`` for ``make book`` (minutes on a 2-core CPU), ``full`` for the largest sizes. The
+#: experiment pages show the study profile of each (:mod:`gca.study.plan`: ``default`` → ``cpu``).
+BOOK_PROFILES = ("smoke", "default", "full")
 #: Folder (relative to the repository root) holding executed notebooks, figures and reports.
 EXECUTED_DIR = "build"
 #: MathJax release vendored for offline math, as shipped by the pinned PyPI package below.
@@ -95,22 +96,22 @@ def select_profile(profile: str, table: Mapping[str, Mapping[str, Any]], **overr
     profile : {"smoke", "default", "full"}
         The execution profile (a papermill parameter).
     table : mapping
-        ``{profile: {setting: value}}``; every profile of :data:`PROFILES` must be present.
+        ``{profile: {setting: value}}``; every profile of :data:`BOOK_PROFILES` must be present.
     **overrides
         Parameters of the notebook; those not ``None`` replace the profile's value. An override
         naming no setting of the table is an error (a misspelt parameter is never ignored).
 
     Examples
     --------
-    >>> table = {p: {"n": n} for p, n in zip(PROFILES, (8, 64, 512))}
+    >>> table = {p: {"n": n} for p, n in zip(BOOK_PROFILES, (8, 64, 512))}
     >>> select_profile("smoke", table, n=None)
     {'n': 8}
     >>> select_profile("default", table, n=100)
     {'n': 100}
     """
-    missing = [p for p in PROFILES if p not in table]
+    missing = [p for p in BOOK_PROFILES if p not in table]
     if missing:
-        raise ValueError(f"profile table lacks {missing}: give settings for every profile in {PROFILES}")
+        raise ValueError(f"profile table lacks {missing}: give settings for every profile in {BOOK_PROFILES}")
     if profile not in table:
         raise ValueError(f"profile={profile!r} is unknown: choose one of {tuple(table)}")
     settings = dict(table[profile])
@@ -409,8 +410,8 @@ def execute_notebooks(
 
     from gca.provenance import collect_provenance
 
-    if profile not in PROFILES:
-        raise ValueError(f"profile={profile!r} is unknown: choose one of {PROFILES}")
+    if profile not in BOOK_PROFILES:
+        raise ValueError(f"profile={profile!r} is unknown: choose one of {BOOK_PROFILES}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
     root = _find_root(root)
@@ -628,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gca.book", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("execute", "build", "all"),
                         help="execute notebooks, build the HTML, or both")
-    parser.add_argument("--profile", default="default", choices=PROFILES,
+    parser.add_argument("--profile", default="default", choices=BOOK_PROFILES,
                         help="notebook profile (smoke: CI, default: make book, full: large sizes)")
     parser.add_argument("--seed", type=int, default=0, help="seed injected into every notebook")
     parser.add_argument("--notebooks", nargs="+", default=None, help="only these source notebooks")

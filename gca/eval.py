@@ -69,6 +69,7 @@ __all__ = [
     "load_eval_data",
     "evaluate_model",
     "evaluate_run",
+    "load_eval_data",
     "EVAL_NAME",
 ]
 

@@ -138,7 +138,7 @@ def save_figure(
     device : optional
         Device the numbers were computed on (recorded; default: CUDA if available, else CPU).
     inputs : iterable of paths
-        The files the figure plots (e.g. the cached result JSONs of :mod:`gca.experiments`): the
+        The files the figure plots (e.g. the cached result JSONs of :mod:`gca.study`): the
         sidecar lists each with its sha256 and, for a result file, the commit (and dirty flag)
         of the code that computed it, read from its provenance.
     **extra

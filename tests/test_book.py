@@ -157,7 +157,7 @@ def test_citations_exist_in_bibliography():
 
 
 def test_select_profile():
-    table = {p: {"n": i, "eps": 0.5} for i, p in enumerate(book.PROFILES)}
+    table = {p: {"n": i, "eps": 0.5} for i, p in enumerate(book.BOOK_PROFILES)}
     assert book.select_profile("smoke", table, n=None) == {"n": 0, "eps": 0.5}
     assert book.select_profile("full", table, n=7) == {"n": 7, "eps": 0.5}
     with pytest.raises(ValueError, match="profile='paper'"):

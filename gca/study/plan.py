@@ -1,0 +1,383 @@
+"""The study: its profiles and its runs (spec §5), as data.
+
+Profiles — three names, three meanings
+--------------------------------------
+This is the one place that relates them.
+
+- A **configuration profile** (``gca.config.PROFILES``, listed by ``gca profiles``: ``smoke``,
+  ``cpu``, ``paper``) sets the options of *one* training run (``gca pretrain --profile cpu``:
+  width 32, 30 epochs, ...).
+- A **study profile** (:data:`STUDY_PROFILES`, this module) is a whole set of runs. Each one
+  starts from a configuration profile and overrides some options for *every* run of the study,
+  so that the whole study fits its machine. The study profile ``cpu`` is therefore *smaller*
+  than the configuration profile ``cpu``: it starts from it and sets width 16, 10 epochs,
+  16 px views and 500 test images per class (:class:`StudyProfile` ``overrides``), so that its 112
+  runs fit a two-core machine. ``smoke`` does the same for CI; ``paper`` changes nothing.
+- A **book profile** (:data:`gca.book.BOOK_PROFILES`: ``smoke``, ``default``, ``full``) is how
+  large the notebooks compute; each book profile shows one study profile
+  (:class:`StudyProfile` ``book_profile``; :func:`study_profile` maps either name).
+
+``smoke``: sklearn digits (40 images per class), tiny network, 2 epochs (CI: every notebook in
+well under a minute). ``cpu``: the study shown in the book — CIFAR-10 (JPEG copy), a
+class-balanced subset of 500 training images per class, views and evaluation at 16×16 px, the
+small convolutional backbone (width 16, feature dimension 64), batch 256, 10 epochs, one CPU
+thread per run; the domain-prior sweep on ``rotated-digits`` (the offline stand-in for PACS; all
+1,438 training images, 20 epochs). ``paper``: the paper's configuration (GPU).
+
+Runs
+----
+The runs of a study are :data:`BLOCKS`, small declarative entries (:class:`Block`): an
+experiment, its methods, which seeds, its overrides or sweep, and a priority (lower runs first).
+:func:`study_plan` expands them for a profile. To add an experiment, add a block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from gca.config import resolve_config
+from gca.data import is_available
+from gca.methods import METHOD_NAMES, get_method
+from gca.study.paper import PAPER_STANDARD
+from gca.study.paths import use_repo_data_dir
+
+__all__ = [
+    "StudyProfile",
+    "STUDY_PROFILES",
+    "STUDY_METHODS",
+    "Block",
+    "BLOCKS",
+    "EXPERIMENTS",
+    "EXTRA_NOISY",
+    "RunSpec",
+    "study_profile",
+    "study_settings",
+    "study_plan",
+    "resolve_spec",
+]
+
+
+@dataclass(frozen=True)
+class StudyProfile:
+    """Settings of one study profile (see the module docstring).
+
+    Attributes
+    ----------
+    name
+        The study profile (``results/<name>/``).
+    book_profile
+        The book profile whose notebooks show this study.
+    config_profile
+        The configuration profile every run starts from (``gca.config.PROFILES``).
+    overrides
+        Options set for every run on top of ``config_profile`` (dotted, as on the command line).
+    seeds
+        The seeds of the study (shifted by :func:`study_plan`'s ``seed``).
+    noisy_augment
+        The noisy-view augmentation of the ``noisy`` panel (spec §5.2).
+    corruptions
+        The test-time corruptions evaluated in the noisy panels.
+    domain_dataset
+        The multi-domain dataset of the domain-prior sweep (spec §5.3).
+    domain_overrides
+        Options of the domain-prior runs on top of ``overrides``.
+    ablation_iters
+        The Sinkhorn iterations of the GCA-INCE ablation (spec §5.4).
+    ablation_eps
+        The ε values of the GCA-INCE ablation.
+    alpha_minus_beta
+        The α − β values of the domain-prior sweep.
+    all_methods_all_seeds
+        Every method gets every seed (``False``: extra seeds only for the key comparisons, for CI).
+    """
+
+    name: str
+    book_profile: str
+    config_profile: str
+    overrides: Mapping[str, Any]
+    seeds: tuple[int, ...]
+    noisy_augment: str
+    corruptions: tuple[str, ...]
+    domain_dataset: str
+    domain_overrides: Mapping[str, Any]
+    ablation_iters: tuple[int, ...]
+    ablation_eps: tuple[float, ...]
+    alpha_minus_beta: tuple[float, ...]
+    all_methods_all_seeds: bool = True
+
+    def __post_init__(self):
+        for name in ("overrides", "domain_overrides"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+
+_CORRUPTIONS_ALL = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "gaussian_blur",
+                    "defocus_blur", "brightness", "contrast", "saturate", "pixelate", "jpeg_compression")
+_AMB_ALL = (-0.5, -0.2, -0.1, -0.05, -0.02, 0.0, 0.02, 0.05, 0.1, 0.2, 0.5)
+
+#: The study profiles (see the module docstring).
+STUDY_PROFILES: Mapping[str, StudyProfile] = MappingProxyType({p.name: p for p in (
+    StudyProfile(
+        name="smoke", book_profile="smoke", config_profile="smoke",
+        overrides={
+            "data.n_per_class": 40, "data.test_n_per_class": 30,
+            "train.epochs": 2, "train.batch_size": 128, "train.threads": 1, "train.device": "cpu",
+            "optim.warmup_epochs": 0.5,
+            "eval.probe_weight_decays": (1e-3, 1e-2), "eval.probe_max_iter": 100, "eval.knn_k": 10,
+        },
+        seeds=(0, 1), all_methods_all_seeds=False,
+        noisy_augment="large_erase", corruptions=("gaussian_noise", "contrast"),
+        domain_dataset="rotated-digits", domain_overrides={},
+        ablation_iters=(1, 5), ablation_eps=(0.2, 1.0), alpha_minus_beta=(-0.2, 0.0, 0.2),
+    ),
+    StudyProfile(
+        name="cpu", book_profile="default", config_profile="cpu",
+        overrides={
+            "data.n_per_class": 500, "data.test_n_per_class": 500, "data.image_size": 16,
+            "model.width": 16, "model.projector_hidden_dim": 512, "model.projector_out_dim": 128,
+            "train.epochs": 10, "train.batch_size": 256, "train.threads": 1, "train.device": "cpu",
+            "train.checkpoint_every": 5, "optim.warmup_epochs": 1.0,
+            "eval.knn_k": 50,
+        },
+        seeds=(0, 1, 2),
+        noisy_augment="large_erase", corruptions=_CORRUPTIONS_ALL,
+        domain_dataset="rotated-digits",
+        domain_overrides={"data.n_per_class": None, "data.test_n_per_class": None, "data.image_size": None,
+                          "train.epochs": 20, "train.batch_size": 256},
+        ablation_iters=(1, 3, 5, 7, 9, 11), ablation_eps=(0.1, 0.2, 0.4, 0.6, 0.8, 1.0),
+        alpha_minus_beta=_AMB_ALL,
+    ),
+    StudyProfile(
+        name="paper", book_profile="full", config_profile="paper", overrides={},
+        seeds=(0, 1, 2),
+        noisy_augment="large_erase", corruptions=_CORRUPTIONS_ALL,
+        domain_dataset="pacs", domain_overrides={},
+        ablation_iters=(1, 3, 5, 7, 9, 11), ablation_eps=(0.1, 0.2, 0.4, 0.6, 0.8, 1.0),
+        alpha_minus_beta=_AMB_ALL,
+    ),
+)})
+
+#: The methods of the study: those of the paper's tables, in registry order.
+STUDY_METHODS: tuple[str, ...] = tuple(m for m in METHOD_NAMES if m in PAPER_STANDARD)
+
+
+def study_profile(profile: str) -> str:
+    """The study profile named by ``profile``: a study profile itself or a book profile (``default`` → ``cpu``)."""
+    if profile in STUDY_PROFILES:
+        return profile
+    for p in STUDY_PROFILES.values():
+        if p.book_profile == profile:
+            return p.name
+    raise ValueError(f"profile={profile!r} is unknown: choose a study profile {tuple(STUDY_PROFILES)} "
+                     f"or a book profile {tuple(p.book_profile for p in STUDY_PROFILES.values())}")
+
+
+def study_settings(profile: str) -> StudyProfile:
+    """The settings of study profile ``profile`` (or of the one a book profile shows)."""
+    return STUDY_PROFILES[study_profile(profile)]
+
+
+# --------------------------------------------------------------------------------------------
+# The runs
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Block:
+    """A block of runs: every method × every seed of ``seeds`` × every point of ``sweep``.
+
+    Attributes
+    ----------
+    experiment
+        The panel the runs belong to (``results/<profile>/<experiment>/``).
+    methods
+        The methods run.
+    seeds
+        ``"all"`` the profile's seeds, ``"first"`` the first one, ``"rest"`` the others (none when
+        the profile has ``all_methods_all_seeds=False``).
+    priority
+        Lower runs first; ``seed_step`` is added per position of the seed in ``seeds``.
+    seed_step
+        See ``priority``.
+    overrides
+        Options of every run, from the profile (``None``: none).
+    sweep
+        ``(tag, options)`` per point of a sweep, from the profile (``None``: one point, no tag).
+    analysis
+        An analysis of the trained encoder (``"plans"``).
+    """
+
+    experiment: str
+    methods: tuple[str, ...]
+    seeds: str
+    priority: int
+    seed_step: int = 0
+    overrides: Callable[[StudyProfile], Mapping[str, Any]] | None = None
+    sweep: Callable[[StudyProfile], Sequence[tuple[str, Mapping[str, Any]]]] | None = None
+    analysis: str | None = None
+
+    def __post_init__(self):
+        if self.seeds not in ("all", "first", "rest"):
+            raise ValueError(f"Block.seeds={self.seeds!r} must be 'all', 'first' or 'rest'")
+        for m in self.methods:
+            get_method(m)
+
+
+def _noisy(p: StudyProfile) -> dict[str, Any]:
+    """The noisy-view panel: the noisy augmentation; clean and corrupted test sets (and the published
+    CIFAR-10-C files when they are present)."""
+    ov = {"data.augment": p.noisy_augment, "eval.corruptions": tuple(p.corruptions)}
+    if is_available("cifar10-c"):
+        ov["eval.cifar10c_corruptions"] = ("all",)
+    return ov
+
+
+def _noisy_with(augment: str) -> Callable[[StudyProfile], dict[str, Any]]:
+    return lambda p: {**_noisy(p), "data.augment": augment}
+
+
+def _domain_sweep(p: StudyProfile) -> list[tuple[str, dict[str, Any]]]:
+    """The domain prior (spec §5.3) at each α − β: α = max(d, 0), β = max(−d, 0)."""
+    return [(f"a-b={d:g}", {"data.dataset": p.domain_dataset, **p.domain_overrides, "loss.target": "domain_prior",
+                            "loss.target_alpha": max(d, 0.0), "loss.target_beta": max(-d, 0.0)})
+            for d in p.alpha_minus_beta]
+
+
+def _iters_sweep(p: StudyProfile) -> list[tuple[str, dict[str, Any]]]:
+    return [(f"T={t}", {"loss.hparams.n_iter": t}) for t in p.ablation_iters]
+
+
+def _eps_sweep(p: StudyProfile) -> list[tuple[str, dict[str, Any]]]:
+    return [(f"eps={e:g}", {"loss.hparams.epsilon": e}) for e in p.ablation_eps]
+
+
+def _others(*key: str) -> tuple[str, ...]:
+    return tuple(m for m in STUDY_METHODS if m not in key)
+
+
+#: The key comparisons of the standard and noisy panels (every seed first).
+_KEY_STANDARD = ("ince", "gca-ince", "gca-uot")
+_KEY_NOISY = ("rince", "gca-rince")
+#: The paper's other two noisy-view augmentations, run for the INCE/RINCE families and GCA-UOT.
+EXTRA_NOISY: Mapping[str, str] = MappingProxyType({"noisy_strong_crop": "strong_crop",
+                                                   "noisy_brightness": "brightness"})
+_NOISY_CLAIMS = ("ince", "gca-ince", "rince", "gca-rince", "gca-uot")
+
+#: Every run of the study, most important first (the key comparisons with all their seeds, then
+#: one seed of every method, the sweeps, the remaining seeds).
+BLOCKS: tuple[Block, ...] = (
+    Block("standard", _KEY_STANDARD, "all", 10, seed_step=1),
+    Block("noisy", _KEY_NOISY, "all", 20, seed_step=1, overrides=_noisy),
+    Block("standard", _others(*_KEY_STANDARD), "first", 30),
+    Block("noisy", _others(*_KEY_NOISY), "first", 40, overrides=_noisy),
+    Block("domain_prior", ("gca-ince",), "first", 50, sweep=_domain_sweep),
+    Block("ablation_iters", ("gca-ince",), "first", 60, sweep=_iters_sweep),
+    Block("ablation_eps", ("gca-ince",), "first", 60, sweep=_eps_sweep),
+    Block("plans", ("gca-uot",), "first", 70, analysis="plans"),
+    Block("standard", _others(*_KEY_STANDARD), "rest", 80, seed_step=2),
+    Block("noisy", _others(*_KEY_NOISY), "rest", 81, seed_step=2, overrides=_noisy),
+    *(Block(exp, _NOISY_CLAIMS, "first", 85, overrides=_noisy_with(aug)) for exp, aug in EXTRA_NOISY.items()),
+    Block("ablation_iters", ("gca-ince",), "rest", 90, sweep=_iters_sweep),
+    Block("ablation_eps", ("gca-ince",), "rest", 90, sweep=_eps_sweep),
+)
+
+#: The experiments (panels) of the study.
+EXPERIMENTS: tuple[str, ...] = tuple(dict.fromkeys(b.experiment for b in BLOCKS))
+#: Analyses a run may add (:func:`gca.study.run.run_one`).
+ANALYSES = (None, "plans")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a study: ``experiment`` (a panel, e.g. ``"standard"``), ``method``, ``seed``,
+    ``overrides`` on top of the study profile, an optional ``analysis`` of the trained encoder
+    (``"plans"``), a ``tag`` naming the setting inside the panel (e.g. ``"T=5"``) and a ``priority``
+    (lower runs first)."""
+
+    experiment: str
+    method: str
+    seed: int = 0
+    overrides: tuple = ()
+    analysis: str | None = None
+    tag: str = ""
+    priority: int = 100
+
+    def __post_init__(self):
+        if self.experiment not in EXPERIMENTS:
+            raise ValueError(f"experiment={self.experiment!r} is unknown; choose one of {EXPERIMENTS}")
+        try:
+            get_method(self.method)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"method={self.method!r}: {exc}") from None
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r} must be a non-negative int")
+        if isinstance(self.overrides, Mapping):
+            object.__setattr__(self, "overrides", tuple(sorted(self.overrides.items())))
+        if self.analysis not in ANALYSES:
+            raise ValueError(f"analysis={self.analysis!r} must be one of {ANALYSES}")
+
+    @property
+    def label(self) -> str:
+        """Readable name, e.g. ``"ablation_iters/gca-ince [T=5] seed 0"``."""
+        tag = f" [{self.tag}]" if self.tag else ""
+        return f"{self.experiment}/{self.method}{tag} seed {self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (inverse: :meth:`from_dict`)."""
+        return {"experiment": self.experiment, "method": self.method, "seed": self.seed,
+                "overrides": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.overrides},
+                "analysis": self.analysis, "tag": self.tag, "priority": self.priority}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunSpec":
+        """The spec of :meth:`to_dict`'s output."""
+        ov = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(d.get("overrides", {})).items()}
+        return cls(d["experiment"], d["method"], int(d.get("seed", 0)), tuple(sorted(ov.items())),
+                   d.get("analysis"), d.get("tag", ""), int(d.get("priority", 100)))
+
+
+def _block_seeds(block: Block, p: StudyProfile, seeds: tuple[int, ...]) -> tuple[int, ...]:
+    if block.seeds == "all":
+        return seeds
+    if block.seeds == "first":
+        return seeds[:1]
+    return seeds[1:] if p.all_methods_all_seeds else ()
+
+
+def study_plan(profile: str, experiments: Iterable[str] | None = None, *, seed: int = 0) -> list[RunSpec]:
+    """Every run of the study under ``profile`` (:data:`BLOCKS`), most important first.
+    ``seed`` shifts the study's seeds (``seed, seed + 1, ...``; the committed results use 0)."""
+    p = study_settings(profile)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be a non-negative int")
+    wanted = None
+    if experiments is not None:
+        wanted = set(experiments)
+        unknown = wanted - set(EXPERIMENTS)
+        if unknown:
+            raise ValueError(f"unknown experiments {sorted(unknown)}; choose from {EXPERIMENTS}")
+    use_repo_data_dir()  # where _noisy looks for the CIFAR-10-C files
+    seeds = tuple(seed + s for s in p.seeds)
+    order: list[tuple[tuple[int, int, int, int], RunSpec]] = []
+    for b, block in enumerate(BLOCKS):
+        if wanted is not None and block.experiment not in wanted:
+            continue
+        base = dict(block.overrides(p)) if block.overrides else {}
+        points = block.sweep(p) if block.sweep else [("", {})]
+        for k, s in enumerate(_block_seeds(block, p, seeds)):
+            priority = block.priority + block.seed_step * k
+            for tag, point in points:
+                for m in block.methods:
+                    spec = RunSpec(block.experiment, m, s, {**base, **point}, block.analysis, tag, priority)
+                    # ties: the runs of one seed together, then block order
+                    order.append(((priority, k, b, len(order)), spec))
+    return [spec for _, spec in sorted(order, key=lambda item: item[0])]
+
+
+def resolve_spec(spec: RunSpec, profile: str):
+    """The full :class:`~gca.config.RunConfig` of ``spec`` under study ``profile``."""
+    p = study_settings(profile)
+    overrides = dict(p.overrides)
+    overrides.update(dict(spec.overrides))
+    overrides["train.seed"] = spec.seed
+    overrides["eval.seed"] = spec.seed
+    return resolve_config(p.config_profile, method=spec.method, overrides=overrides)
