@@ -51,8 +51,8 @@ def test_cache_roundtrip_stale_and_force(tmp_path, monkeypatch):
     assert 0.0 <= stored["metrics"]["linear_accuracy"] <= 1.0
     names = set(stored["code"]["functions"].values())
     assert stored["code"]["format"] == FORMAT
-    assert any(n.startswith("gca.losses:") for n in names) and any(n.startswith("gca.train:") for n in names)
-    assert any(n.startswith("gca.ot:") for n in names)  # GCA-INCE runs Sinkhorn
+    assert any(n.startswith("gca.losses.") for n in names) and any(n.startswith("gca.train.") for n in names)
+    assert any(n.startswith("gca.ot.") for n in names)  # GCA-INCE runs Sinkhorn
     assert "gca.study.run:_run_one" in names and not any(n.startswith("gca.study.cache:") for n in names)
     assert check_result(path) == (stored, "done")
 

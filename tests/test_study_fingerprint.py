@@ -157,7 +157,7 @@ def test_every_declared_module_exists_and_every_module_is_classified():
 
 def test_code_tracker_records_tracked_functions_only():
     from gca import provenance
-    from gca.plans import positive_index
+    from gca.losses.targets import positive_index
 
     with fpm.CodeTracker() as tracker:
         provenance.config_hash({"a": 1})
@@ -165,7 +165,7 @@ def test_code_tracker_records_tracked_functions_only():
     fp = tracker.fingerprint()
     assert fp["format"] == fpm.FORMAT and fp["torch"] == fpm.torch_version()
     names = set(fp["functions"].values())
-    assert "gca.plans:positive_index" in names
+    assert "gca.losses.targets:positive_index" in names
     assert not any(n.startswith("gca.provenance:") for n in names)
     assert fpm.fingerprint_changes(fp) == []
     assert set(fp["functions"]) <= set(fpm.code_index())
