@@ -43,30 +43,37 @@ def test_profiles_map_book_profiles_and_start_from_config_profiles():
     # the study profile "cpu" is smaller than the configuration profile "cpu" it starts from, explicitly
     cpu = study_settings("cpu")
     assert cpu.overrides["model.width"] < CONFIG_PROFILES["cpu"]["model.width"]
+    assert cpu.overrides["eval.probe_train_per_class"] == 2000 and cpu.overrides["data.test_n_per_class"] is None
     assert cpu.overrides["train.epochs"] < CONFIG_PROFILES["cpu"]["train.epochs"]
     with pytest.raises(TypeError):
         cpu.overrides["train.epochs"] = 1  # settings are read-only
 
 
-def test_study_methods_come_from_the_registry_and_the_papers_tables():
-    assert set(STUDY_METHODS) == set(PAPER_STANDARD) == set(PAPER_NOISY)
+def test_study_methods_come_from_the_registry_and_cover_the_papers_tables():
+    from gca.methods import get_method
+
+    paper = {get_method(m).same_as or m for m in PAPER_STANDARD}  # SimCLR and IOT run as INCE / GCA-INCE
+    assert paper <= set(STUDY_METHODS) and set(PAPER_STANDARD) == set(PAPER_NOISY)
+    assert {"untrained", "supervised", "rince-authors", "gca-rince-authors"} <= set(STUDY_METHODS)
     assert list(STUDY_METHODS) == [m for m in METHOD_NAMES if m in STUDY_METHODS]  # registry order
     with pytest.raises(ValueError, match="unknown method"):
-        Block("standard", ("infonce",), "all", 10)
-    with pytest.raises(ValueError, match="seeds"):
+        Block("standard", ("infonce",), "primary", 10)
+    with pytest.raises(ValueError, match="family"):
         Block("standard", ("ince",), "some", 10)
+    with pytest.raises(ValueError, match="by definition"):
+        Block("standard", ("simclr",), "primary", 10)  # SimCLR ≡ INCE: run once
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
 def test_study_plan_order_and_every_spec_resolves(profile):
     plan = study_plan(profile)
-    n_seeds = len(study_settings(profile).seeds)
-    first = plan[: 3 * n_seeds]
-    assert {(s.experiment, s.method) for s in first} == {("standard", m) for m in ("ince", "gca-ince", "gca-uot")}
-    nxt = plan[3 * n_seeds: 5 * n_seeds]
-    assert {(s.experiment, s.method) for s in nxt} == {("noisy", "rince"), ("noisy", "gca-rince")}
+    n = study_settings(profile).seeds
+    first = plan[: n["primary"]]
+    assert {(s.experiment, s.method) for s in first} == {("standard", "untrained")}  # the floor first (cheap)
+    nxt = plan[n["primary"]: 4 * n["primary"]]
+    assert {(s.experiment, s.method) for s in nxt} == {("standard", m) for m in ("ince", "gca-ince", "gca-uot")}
     assert {s.experiment for s in plan} == set(EXPERIMENTS) == {b.experiment for b in BLOCKS}
-    assert {s.method for s in plan if s.experiment == "standard"} == set(STUDY_METHODS)
+    assert {s.method for s in plan} == set(STUDY_METHODS)
     assert [s.priority for s in plan] == sorted(s.priority for s in plan)
     keys = set()
     for s in plan:
@@ -81,9 +88,23 @@ def test_study_plan_order_and_every_spec_resolves(profile):
         study_plan(profile, ["nope"])
 
 
-def test_plan_size_of_the_cpu_study():
-    # the committed design: 112 runs (changing it is a decision, not a refactoring)
-    assert len(study_plan("cpu")) == 112 and len(study_plan("smoke")) == 41
+def test_the_cpu_study_is_the_preregistered_design():
+    """Seeds per family are the pre-registration's sample sizes; every arm of every pre-registered
+    claim is a run set of the plan with at least the family's number of seeds."""
+    from pathlib import Path
+
+    from gca.study.claims import load_preregistration
+
+    prereg, _ = load_preregistration(Path(__file__).resolve().parent.parent / "results/cpu/preregistration.yaml")
+    cpu = study_settings("cpu")
+    assert dict(cpu.seeds) == {f: s["n"] for f, s in prereg["sample_sizes"].items()}
+    plan = study_plan("cpu")
+    for claim in prereg["claims"]:
+        for arm in claim["arms"]:
+            seeds = {s.seed for s in plan if s.experiment == arm["experiment"] and s.method == arm["method"]
+                     and s.tag == arm.get("tag", "")}
+            assert len(seeds) >= cpu.seeds[claim["family"]], (claim["id"], arm)
+    assert len(plan) == 147 and len(study_plan("smoke")) == 40  # changing the design is a new pre-registration
 
 
 def test_keys_follow_the_resolved_config():
@@ -95,7 +116,7 @@ def test_keys_follow_the_resolved_config():
 
 
 def test_paper_profile_resolves_and_runs_one_step():
-    spec = study_plan("paper", ["standard"])[0]
+    spec = next(s for s in study_plan("paper", ["standard"]) if s.method == "gca-uot")
     cfg = resolve_spec(spec, "paper")
     assert cfg.model.backbone == "resnet18" and cfg.model.stem == "cifar"
     assert cfg.train.batch_size == 512 and cfg.train.epochs == 500 and cfg.data.dataset == "cifar10"

@@ -81,6 +81,8 @@ UNTRACKED: Mapping[str, str] = {
     "gca.study.paths": "where results, run directories and data live",
     "gca.study.report": "summaries and verdicts over cached results",
     "gca.study.cost": "step-time measurements for the book, not part of a run",
+    "gca.study.stats": "statistics over cached results",
+    "gca.study.claims": "the claims ledger over cached results",
 }
 #: Version of the fingerprint format (1: ``{"files", "functions": {"path::name": hash}}``, before gca.study).
 FORMAT = 2

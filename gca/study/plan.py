@@ -97,7 +97,7 @@ class StudyProfile:
     book_profile: str
     config_profile: str
     overrides: Mapping[str, Any]
-    seeds: tuple[int, ...]
+    seeds: Mapping[str, int]
     noisy_augment: str
     corruptions: tuple[str, ...]
     domain_dataset: str
@@ -105,13 +105,19 @@ class StudyProfile:
     ablation_iters: tuple[int, ...]
     ablation_eps: tuple[float, ...]
     alpha_minus_beta: tuple[float, ...]
-    all_methods_all_seeds: bool = True
+    domain_forms: tuple[str, ...] = ("per-entry", "row-mass")
 
     def __post_init__(self):
-        for name in ("overrides", "domain_overrides"):
+        for name in ("overrides", "domain_overrides", "seeds"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+        if set(self.seeds) != set(FAMILIES) or any(n < 1 for n in self.seeds.values()):
+            raise ValueError(f"seeds={dict(self.seeds)!r} must give a count >= 1 for each of {FAMILIES}")
 
 
+#: The families of comparisons (pre-registration), each with its number of seeds.
+FAMILIES = ("primary", "secondary", "exploratory")
+#: One computed corruption per CIFAR-10-C family (noise, blur, weather, digital x2), severity 5.
+_CORRUPTIONS_CPU = ("gaussian_noise", "defocus_blur", "brightness", "contrast", "jpeg_compression")
 _CORRUPTIONS_ALL = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "gaussian_blur",
                     "defocus_blur", "brightness", "contrast", "saturate", "pixelate", "jpeg_compression")
 _AMB_ALL = (-0.5, -0.2, -0.1, -0.05, -0.02, 0.0, 0.02, 0.05, 0.1, 0.2, 0.5)
@@ -126,31 +132,32 @@ STUDY_PROFILES: Mapping[str, StudyProfile] = MappingProxyType({p.name: p for p i
             "optim.warmup_epochs": 0.5,
             "eval.probe_weight_decays": (1e-3, 1e-2), "eval.probe_max_iter": 100, "eval.knn_k": 10,
         },
-        seeds=(0, 1), all_methods_all_seeds=False,
+        seeds={"primary": 2, "secondary": 1, "exploratory": 1},
         noisy_augment="large_erase", corruptions=("gaussian_noise", "contrast"),
         domain_dataset="rotated-digits", domain_overrides={},
-        ablation_iters=(1, 5), ablation_eps=(0.2, 1.0), alpha_minus_beta=(-0.2, 0.0, 0.2),
+        ablation_iters=(1, 5), ablation_eps=(0.2, 1.0), alpha_minus_beta=(-0.5, 0.0, 0.5),
     ),
     StudyProfile(
         name="cpu", book_profile="default", config_profile="cpu",
+        # The pre-registered configuration (results/cpu/preregistration.yaml, pilot A): 500 training
+        # images per class, 16 px, width 16, 10 epochs; the probe on a fixed 20 000-image training set,
+        # the test on all 10 000 test images.
         overrides={
-            "data.n_per_class": 500, "data.test_n_per_class": 500, "data.image_size": 16,
+            "data.n_per_class": 500, "data.test_n_per_class": None, "data.image_size": 16,
             "model.width": 16, "model.projector_hidden_dim": 512, "model.projector_out_dim": 128,
             "train.epochs": 10, "train.batch_size": 256, "train.threads": 1, "train.device": "cpu",
             "train.checkpoint_every": 5, "optim.warmup_epochs": 1.0,
-            "eval.knn_k": 50,
+            "eval.knn_k": 50, "eval.probe_train_per_class": 2000,
         },
-        seeds=(0, 1, 2),
-        noisy_augment="large_erase", corruptions=_CORRUPTIONS_ALL,
-        domain_dataset="rotated-digits",
-        domain_overrides={"data.n_per_class": None, "data.test_n_per_class": None, "data.image_size": None,
-                          "train.epochs": 20, "train.batch_size": 256},
-        ablation_iters=(1, 3, 5, 7, 9, 11), ablation_eps=(0.1, 0.2, 0.4, 0.6, 0.8, 1.0),
-        alpha_minus_beta=_AMB_ALL,
+        seeds={"primary": 8, "secondary": 4, "exploratory": 3},
+        noisy_augment="large_erase", corruptions=_CORRUPTIONS_CPU,
+        domain_dataset="cifar10-styles", domain_overrides={},
+        ablation_iters=(1, 3, 5), ablation_eps=(0.1, 0.2, 1.0),
+        alpha_minus_beta=(-0.5, 0.0, 0.5),
     ),
     StudyProfile(
         name="paper", book_profile="full", config_profile="paper", overrides={},
-        seeds=(0, 1, 2),
+        seeds={"primary": 3, "secondary": 3, "exploratory": 3},
         noisy_augment="large_erase", corruptions=_CORRUPTIONS_ALL,
         domain_dataset="pacs", domain_overrides={},
         ablation_iters=(1, 3, 5, 7, 9, 11), ablation_eps=(0.1, 0.2, 0.4, 0.6, 0.8, 1.0),
@@ -158,8 +165,6 @@ STUDY_PROFILES: Mapping[str, StudyProfile] = MappingProxyType({p.name: p for p i
     ),
 )})
 
-#: The methods of the study: those of the paper's tables, in registry order.
-STUDY_METHODS: tuple[str, ...] = tuple(m for m in METHOD_NAMES if m in PAPER_STANDARD)
 
 
 def study_profile(profile: str) -> str:
@@ -183,43 +188,34 @@ def study_settings(profile: str) -> StudyProfile:
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Block:
-    """A block of runs: every method × every seed of ``seeds`` × every point of ``sweep``.
+    """A block of runs: every method × every seed of its family × every point of ``sweep``.
 
-    Attributes
-    ----------
-    experiment
-        The panel the runs belong to (``results/<profile>/<experiment>/``).
-    methods
-        The methods run.
-    seeds
-        ``"all"`` the profile's seeds, ``"first"`` the first one, ``"rest"`` the others (none when
-        the profile has ``all_methods_all_seeds=False``).
-    priority
-        Lower runs first; ``seed_step`` is added per position of the seed in ``seeds``.
-    seed_step
-        See ``priority``.
-    overrides
-        Options of every run, from the profile (``None``: none).
-    sweep
-        ``(tag, options)`` per point of a sweep, from the profile (``None``: one point, no tag).
-    analysis
-        An analysis of the trained encoder (``"plans"``).
+    Attributes:
+        experiment: the panel the runs belong to (``results/<profile>/<experiment>/``).
+        methods: the methods run.
+        family: whose number of seeds the block gets (:attr:`StudyProfile.seeds`): ``"primary"``,
+            ``"secondary"``, ``"exploratory"``, or ``"first"`` (seed 0 only).
+        priority: lower runs first; the runs of one seed go together, seed by seed.
+        overrides: options of every run, from the profile (``None``: none).
+        sweep: ``(tag, options)`` per point of a sweep, from the profile (``None``: one point, no tag).
+        analysis: an analysis of the trained encoder (``"plans"``).
     """
 
     experiment: str
     methods: tuple[str, ...]
-    seeds: str
+    family: str
     priority: int
-    seed_step: int = 0
     overrides: Callable[[StudyProfile], Mapping[str, Any]] | None = None
     sweep: Callable[[StudyProfile], Sequence[tuple[str, Mapping[str, Any]]]] | None = None
     analysis: str | None = None
 
     def __post_init__(self):
-        if self.seeds not in ("all", "first", "rest"):
-            raise ValueError(f"Block.seeds={self.seeds!r} must be 'all', 'first' or 'rest'")
+        if self.family not in FAMILIES + ("first",):
+            raise ValueError(f"Block.family={self.family!r} must be one of {FAMILIES + ('first',)}")
         for m in self.methods:
-            get_method(m)
+            if get_method(m).same_as is not None:
+                raise ValueError(f"Block method {m!r} equals {get_method(m).same_as!r} by definition: run that "
+                                 "one (the study reports it under both labels)")
 
 
 def _noisy(p: StudyProfile) -> dict[str, Any]:
@@ -231,15 +227,16 @@ def _noisy(p: StudyProfile) -> dict[str, Any]:
     return ov
 
 
-def _noisy_with(augment: str) -> Callable[[StudyProfile], dict[str, Any]]:
-    return lambda p: {**_noisy(p), "data.augment": augment}
+def _augment(augment: str) -> Callable[[StudyProfile], dict[str, Any]]:
+    return lambda p: {"data.augment": augment}
 
 
 def _domain_sweep(p: StudyProfile) -> list[tuple[str, dict[str, Any]]]:
-    """The domain prior (spec §5.3) at each α − β: α = max(d, 0), β = max(−d, 0)."""
-    return [(f"a-b={d:g}", {"data.dataset": p.domain_dataset, **p.domain_overrides, "loss.target": "domain_prior",
-                            "loss.target_alpha": max(d, 0.0), "loss.target_beta": max(-d, 0.0)})
-            for d in p.alpha_minus_beta]
+    """The domain prior (spec §5.3) in each form at each α − β: α = max(d, 0), β = max(−d, 0)."""
+    return [(f"{form},a-b={d:g}", {"data.dataset": p.domain_dataset, **p.domain_overrides,
+                                   "loss.target": "domain_prior", "loss.target_form": form,
+                                   "loss.target_alpha": max(d, 0.0), "loss.target_beta": max(-d, 0.0)})
+            for form in p.domain_forms for d in p.alpha_minus_beta]
 
 
 def _iters_sweep(p: StudyProfile) -> list[tuple[str, dict[str, Any]]]:
@@ -250,35 +247,30 @@ def _eps_sweep(p: StudyProfile) -> list[tuple[str, dict[str, Any]]]:
     return [(f"eps={e:g}", {"loss.hparams.epsilon": e}) for e in p.ablation_eps]
 
 
-def _others(*key: str) -> tuple[str, ...]:
-    return tuple(m for m in STUDY_METHODS if m not in key)
-
-
-#: The key comparisons of the standard and noisy panels (every seed first).
-_KEY_STANDARD = ("ince", "gca-ince", "gca-uot")
-_KEY_NOISY = ("rince", "gca-rince")
-#: The paper's other two noisy-view augmentations, run for the INCE/RINCE families and GCA-UOT.
+#: The paper's other two noisy-view augmentations (spec §5.2).
 EXTRA_NOISY: Mapping[str, str] = MappingProxyType({"noisy_strong_crop": "strong_crop",
                                                    "noisy_brightness": "brightness"})
-_NOISY_CLAIMS = ("ince", "gca-ince", "rince", "gca-rince", "gca-uot")
 
-#: Every run of the study, most important first (the key comparisons with all their seeds, then
-#: one seed of every method, the sweeps, the remaining seeds).
+#: Every run of the study, most important first: the calibration floor, the primary comparisons
+#: with all their seeds, the secondary ones, then the exploratory panels (the pre-registration's
+#: families, results/cpu/preregistration.yaml). SimCLR ≡ INCE and IOT ≡ GCA-INCE are run once
+#: (gca.methods ``same_as``) and reported under both labels.
 BLOCKS: tuple[Block, ...] = (
-    Block("standard", _KEY_STANDARD, "all", 10, seed_step=1),
-    Block("noisy", _KEY_NOISY, "all", 20, seed_step=1, overrides=_noisy),
-    Block("standard", _others(*_KEY_STANDARD), "first", 30),
-    Block("noisy", _others(*_KEY_NOISY), "first", 40, overrides=_noisy),
-    Block("domain_prior", ("gca-ince",), "first", 50, sweep=_domain_sweep),
-    Block("ablation_iters", ("gca-ince",), "first", 60, sweep=_iters_sweep),
-    Block("ablation_eps", ("gca-ince",), "first", 60, sweep=_eps_sweep),
-    Block("plans", ("gca-uot",), "first", 70, analysis="plans"),
-    Block("standard", _others(*_KEY_STANDARD), "rest", 80, seed_step=2),
-    Block("noisy", _others(*_KEY_NOISY), "rest", 81, seed_step=2, overrides=_noisy),
-    *(Block(exp, _NOISY_CLAIMS, "first", 85, overrides=_noisy_with(aug)) for exp, aug in EXTRA_NOISY.items()),
-    Block("ablation_iters", ("gca-ince",), "rest", 90, sweep=_iters_sweep),
-    Block("ablation_eps", ("gca-ince",), "rest", 90, sweep=_eps_sweep),
+    Block("standard", ("untrained",), "primary", 5),
+    Block("standard", ("ince", "gca-ince", "gca-uot"), "primary", 10),
+    Block("noisy", ("ince", "rince", "rince-authors"), "primary", 20, overrides=_noisy),
+    Block("standard", ("supervised", "rince", "gca-rince", "iot-uni", "byol"), "secondary", 30),
+    Block("noisy", ("gca-ince", "gca-rince", "gca-rince-authors", "gca-uot"), "secondary", 40, overrides=_noisy),
+    *(Block(exp, ("ince", "rince", "gca-uot"), "exploratory", 50, overrides=_augment(aug))
+      for exp, aug in EXTRA_NOISY.items()),
+    Block("domain_prior", ("gca-ince",), "exploratory", 60, sweep=_domain_sweep),
+    Block("ablation_iters", ("gca-ince",), "exploratory", 70, sweep=_iters_sweep),
+    Block("ablation_eps", ("gca-ince",), "exploratory", 70, sweep=_eps_sweep),
+    Block("plans", ("gca-uot",), "first", 80, analysis="plans"),
 )
+
+#: The methods of the study (every method some block runs, in registry order).
+STUDY_METHODS: tuple[str, ...] = tuple(m for m in METHOD_NAMES if any(m in b.methods for b in BLOCKS))
 
 #: The experiments (panels) of the study.
 EXPERIMENTS: tuple[str, ...] = tuple(dict.fromkeys(b.experiment for b in BLOCKS))
@@ -335,12 +327,8 @@ class RunSpec:
                    d.get("analysis"), d.get("tag", ""), int(d.get("priority", 100)))
 
 
-def _block_seeds(block: Block, p: StudyProfile, seeds: tuple[int, ...]) -> tuple[int, ...]:
-    if block.seeds == "all":
-        return seeds
-    if block.seeds == "first":
-        return seeds[:1]
-    return seeds[1:] if p.all_methods_all_seeds else ()
+def _block_seeds(block: Block, p: StudyProfile, seeds: Sequence[int]) -> tuple[int, ...]:
+    return tuple(seeds[:1] if block.family == "first" else seeds[:p.seeds[block.family]])
 
 
 def study_plan(profile: str, experiments: Iterable[str] | None = None, *, seed: int = 0) -> list[RunSpec]:
@@ -356,7 +344,7 @@ def study_plan(profile: str, experiments: Iterable[str] | None = None, *, seed: 
         if unknown:
             raise ValueError(f"unknown experiments {sorted(unknown)}; choose from {EXPERIMENTS}")
     use_repo_data_dir()  # where _noisy looks for the CIFAR-10-C files
-    seeds = tuple(seed + s for s in p.seeds)
+    seeds = tuple(seed + k for k in range(max(p.seeds.values())))
     order: list[tuple[tuple[int, int, int, int], RunSpec]] = []
     for b, block in enumerate(BLOCKS):
         if wanted is not None and block.experiment not in wanted:
@@ -364,7 +352,7 @@ def study_plan(profile: str, experiments: Iterable[str] | None = None, *, seed: 
         base = dict(block.overrides(p)) if block.overrides else {}
         points = block.sweep(p) if block.sweep else [("", {})]
         for k, s in enumerate(_block_seeds(block, p, seeds)):
-            priority = block.priority + block.seed_step * k
+            priority = block.priority
             for tag, point in points:
                 for m in block.methods:
                     spec = RunSpec(block.experiment, m, s, {**base, **point}, block.analysis, tag, priority)
