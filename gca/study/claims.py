@@ -338,18 +338,27 @@ def _arm_runs(paths: Sequence[PathLike], root: Path, arm: Mapping, where: str) -
     return runs
 
 
-def _excluded(record: Mapping, rel: str, collapse: Mapping, untrained_accuracy: Optional[float]) -> bool:
+def _floor(untrained_accuracy, record: Mapping) -> Optional[float]:
+    """The untrained floor for ``record``: one number, or the floor of the record's seed from a
+    mapping ``seed → accuracy`` (``None`` when that seed's floor is unknown)."""
+    if isinstance(untrained_accuracy, Mapping):
+        return untrained_accuracy.get(_seed(record))
+    return untrained_accuracy
+
+
+def _excluded(record: Mapping, rel: str, collapse: Mapping, untrained_accuracy) -> bool:
     method = _run_spec(record).get("method")
     if method in METHODS and METHODS[method].kind == "calibration":
         return False  # the floor and the ceiling are references, not candidates for exclusion
     if is_collapsed(record, source=rel, **collapse):
         return True
-    return untrained_accuracy is not None and failed_to_train(record, untrained_accuracy, source=rel)
+    floor = _floor(untrained_accuracy, record)
+    return floor is not None and failed_to_train(record, floor, source=rel)
 
 
 def build_claim(spec_from_prereg: Mapping, result_paths_by_arm: Sequence[Sequence[PathLike]],
                 prereg_sha256: str, repo_root: PathLike, *,
-                untrained_accuracy: Optional[float] = None) -> dict:
+                untrained_accuracy: Optional[Union[float, Mapping[int, float]]] = None) -> dict:
     """One ledger entry (:data:`CLAIM_KEYS`) from a resolved claim spec and the arms' result files.
 
     Args:
@@ -359,8 +368,9 @@ def build_claim(spec_from_prereg: Mapping, result_paths_by_arm: Sequence[Sequenc
             ``pairing: seed`` both arms must hold the same seeds.
         prereg_sha256: the pre-registration's hash (second value of :func:`load_preregistration`).
         repo_root: the repository root the paths are stored relative to.
-        untrained_accuracy: the untrained encoder's ``metrics.linear_accuracy`` (record units);
-            when given, runs not above it are excluded as failed to train.
+        untrained_accuracy: the untrained encoder's ``metrics.linear_accuracy`` (record units), one
+            number or a mapping ``seed → accuracy`` (the floor of each seed); when given, runs not
+            above it are excluded as failed to train.
 
     ``effect``, ``ci_low``, ``ci_high``, ``p``, ``mde`` in points; ``p_holm`` is ``None`` until
     :func:`apply_holm`. Fewer than two usable pairs (runs per arm): verdict ``"not tested"``.
@@ -515,7 +525,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def verify_claims(path: PathLike, repo_root: PathLike, *, preregistration: Optional[PathLike] = None,
-                  untrained_accuracy: Optional[float] = None) -> list[str]:
+                  untrained_accuracy: Optional[Union[float, Mapping[int, float]]] = None) -> list[str]:
     """Recompute every claim of the ledger at ``path`` from the result files it lists; return the
     mismatches (``"<id>: <field>: recorded X, recomputed Y"``), an empty list when all agree.
     Checked: effect, ci_low, ci_high, p, p_holm, n, mde, verdict, the arms' seed order and

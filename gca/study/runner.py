@@ -32,7 +32,9 @@ from gca.study.cache import RunClaimedError, check_result, in_progress, result_k
 from gca.study.fingerprint import CodeTracker, source_version
 from gca.study.paths import REPO_ROOT, results_root
 from gca.study.plan import EXPERIMENTS, RunSpec, study_plan, study_profile
-from gca.study.run import run_or_reuse
+from gca.study.claims import claims_table_markdown, verify_claims
+from gca.study.ledger import untrained_floors, write_ledger
+from gca.study.run import get_results, run_or_reuse
 
 __all__ = ["study_status", "run_study", "verify", "verify_table", "VERIFY_METRICS", "EXIT_CLAIMED", "main"]
 
@@ -433,7 +435,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random draw (default 0)")
     p.add_argument("--out", default=None, help="folder for the recomputed results and verify.json "
                                                 "(default: a new temporary folder)")
+    p = command("claims", "compute the claims ledger results/<profile>/claims.json from the cached results")
+    p.add_argument("--profile", default="cpu", type=_profile)
+    p.add_argument("--verify", action="store_true",
+                   help="instead, recompute every number of the existing ledger from the files it lists")
     return parser
+
+
+def _claims(args: argparse.Namespace) -> int:
+    if args.verify:
+        path = results_root() / study_profile(args.profile) / "claims.json"
+        if not path.is_file():
+            raise ValueError(f"{path}: no ledger yet; run 'python -m gca.experiments claims --profile {args.profile}'")
+        floors = untrained_floors(get_results(study_plan(args.profile), args.profile, mode="cached").records)
+        problems = verify_claims(path, REPO_ROOT, untrained_accuracy=floors or None)
+        print("\n".join(problems) if problems else f"{os.path.relpath(path, REPO_ROOT)}: every number recomputes")
+        return 1 if problems else 0
+    path, claims, info = write_ledger(args.profile)
+    print(claims_table_markdown(claims))
+    print(f"{os.path.relpath(path, REPO_ROOT)}: {len(claims)} claims from {info['runs_current']} current runs "
+          f"({info['runs_missing']} of the plan not computed yet); pre-registration {info['preregistration']} "
+          f"sha256 {info['preregistration_sha256'][:12]}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -498,6 +521,8 @@ def _main(args: argparse.Namespace, debug: bool = False) -> int:
         return _one(args, debug)
     if args.command == "check":
         return _check(args.paths, args.profile)
+    if args.command == "claims":
+        return _claims(args)
     if args.command == "verify":
         report = verify(args.profile, args.sample, seed=args.seed, out=args.out)
         print(verify_table(report))
