@@ -15,6 +15,7 @@ PREREG = Path(__file__).resolve().parent.parent / "results" / "cpu" / "preregist
 
 def _record(root: Path, experiment, method, seed, acc, tag="", uniformity=-2.5, alignment=0.7):
     rec = {"spec": {"experiment": experiment, "method": method, "seed": seed, "tag": tag},
+           "config": {"data": {"dataset": "cifar10"}},
            "metrics": {"linear_accuracy": acc, "uniformity": uniformity, "alignment": alignment,
                        "domain_accuracy": acc, "corrupted_linear_accuracy_mean": acc}}
     path = root / "results" / "fake" / experiment / f"{method}-{tag}-s{seed}.json".replace(",", "_")
@@ -49,8 +50,8 @@ def test_ledger_pairs_arms_by_seed_with_floors_and_aliases(tmp_path, monkeypatch
     gi = by["standard.gca-ince-vs-ince"]
     assert gi["n"] == 4 and not any("s3" in p for p in gi["arms"][1]["results"])
     assert by["noisy.rince-vs-ince"]["verdict"] == "not tested" and by["noisy.rince-vs-ince"]["n"] == 0
-    assert info["floors"] == {r["spec"]["seed"]: r["metrics"]["linear_accuracy"] for r in res.records
-                              if r["spec"]["method"] == "untrained"} and len(info["floors"]) == 5
+    assert info["floors"] == {"cifar10": {r["spec"]["seed"]: r["metrics"]["linear_accuracy"] for r in res.records
+                                          if r["spec"]["method"] == "untrained"}} and len(info["floors"]["cifar10"]) == 5
     assert all(c["p_holm"] is None or c["p_holm"] >= c["p"] for c in claims)
     # written, the ledger recomputes from the files it lists (with the same floors)
     out = tmp_path / "results" / "fake" / "claims.json"
@@ -59,7 +60,8 @@ def test_ledger_pairs_arms_by_seed_with_floors_and_aliases(tmp_path, monkeypatch
     write_claims(claims, out)
     (out.parent / "preregistration.yaml").write_bytes(PREREG.read_bytes())
     assert read_claims(out)[0]["id"] == claims[0]["id"]
-    assert verify_claims(out, tmp_path, untrained_accuracy=info["floors"]) == []
+    assert verify_claims(out, tmp_path, untrained_accuracy=info["floors"]["cifar10"]) == []
+    assert verify_claims(out, tmp_path) == []  # recorded exclusions accepted, everything else recomputed
 
 
 def test_simclr_and_iot_stand_for_ince_and_gca_ince():

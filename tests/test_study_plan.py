@@ -104,7 +104,7 @@ def test_the_cpu_study_is_the_preregistered_design():
             seeds = {s.seed for s in plan if s.experiment == arm["experiment"] and s.method == arm["method"]
                      and s.tag == arm.get("tag", "")}
             assert len(seeds) >= cpu.seeds[claim["family"]], (claim["id"], arm)
-    assert len(plan) == 147 and len(study_plan("smoke")) == 40  # changing the design is a new pre-registration
+    assert len(plan) == 150 and len(study_plan("smoke")) == 41  # changing the design is a new pre-registration
 
 
 def test_keys_follow_the_resolved_config():

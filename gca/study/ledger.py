@@ -4,7 +4,7 @@
 every profile shares), finds for each claim's two arms the current result files of the study's
 plan (SimCLR and IOT stand for INCE and GCA-INCE, :mod:`gca.methods`), pairs them by seed, passes
 each seed's untrained-encoder accuracy as its floor (a run not above it failed to train and is
-excluded with its pair), and computes the claim with :func:`gca.study.claims.build_claim`; Holm's
+excluded with its pair; the floor is measured on the arms' own data), and computes the claim with :func:`gca.study.claims.build_claim`; Holm's
 adjustment follows within each family. :func:`write_ledger` writes ``results/<profile>/claims.json``
 (atomically) and a copy of the pre-registration beside it, so that
 :func:`gca.study.claims.verify_claims` recomputes every number from the files the ledger lists.
@@ -34,10 +34,19 @@ def _arm_key(arm: dict) -> tuple[str, str, str]:
     return arm["experiment"], m.same_as or m.name, arm.get("tag", "")
 
 
-def untrained_floors(records) -> dict[int, float]:
-    """``seed → linear accuracy`` of the untrained encoder (standard panel) among ``records``."""
-    return {r["spec"]["seed"]: metric_value(r, "metrics.linear_accuracy") for r in records
-            if r["spec"]["experiment"] == "standard" and r["spec"]["method"] == "untrained"}
+def _dataset(record) -> str:
+    return record["config"]["data"]["dataset"]
+
+
+def untrained_floors(records) -> dict[str, dict[int, float]]:
+    """``dataset → {seed → linear accuracy}`` of the untrained encoder among ``records``: the floor
+    a pretrained run of that seed on that data must beat (CIFAR-10 for the standard and noisy
+    panels, the domain-prior data for the domain panel)."""
+    floors: dict[str, dict[int, float]] = {}
+    for r in records:
+        if r["spec"]["method"] == "untrained":
+            floors.setdefault(_dataset(r), {})[r["spec"]["seed"]] = metric_value(r, "metrics.linear_accuracy")
+    return floors
 
 
 def build_ledger(profile: str, *, preregistration: Optional[os.PathLike] = None,
@@ -52,9 +61,12 @@ def build_ledger(profile: str, *, preregistration: Optional[os.PathLike] = None,
     prereg, sha = load_preregistration(prereg_path)
     results = get_results(study_plan(profile), profile, mode="cached", root=root)
     by_arm: dict[tuple[str, str, str], dict[int, Path]] = {}
+    data_of: dict[tuple[str, str, str], str] = {}
     for record, path in zip(results.records, results.paths):
         spec = record["spec"]
-        by_arm.setdefault((spec["experiment"], spec["method"], spec.get("tag", "")), {})[spec["seed"]] = Path(path)
+        key = (spec["experiment"], spec["method"], spec.get("tag", ""))
+        by_arm.setdefault(key, {})[spec["seed"]] = Path(path)
+        data_of[key] = _dataset(record)
     floors = untrained_floors(results.records)
     claims = []
     for spec in prereg["claims"]:
@@ -64,7 +76,9 @@ def build_ledger(profile: str, *, preregistration: Optional[os.PathLike] = None,
             paths = [[r[s] for s in seeds] for r in runs]
         else:
             paths = [[r[s] for s in sorted(r)] for r in runs]
-        claims.append(build_claim(spec, paths, sha, REPO_ROOT, untrained_accuracy=floors))
+        datasets = {data_of[k] for k in map(_arm_key, spec["arms"]) if k in data_of}
+        floor = floors.get(datasets.pop()) if len(datasets) == 1 else None  # the untrained encoder on the arms' data
+        claims.append(build_claim(spec, paths, sha, REPO_ROOT, untrained_accuracy=floor))
     info = {"preregistration": str(prereg_path.relative_to(REPO_ROOT)) if prereg_path.is_relative_to(REPO_ROOT)
             else str(prereg_path), "preregistration_sha256": sha, "profile": study_profile(profile),
             "runs_missing": len(results.missing), "runs_current": len(results.records), "floors": floors}

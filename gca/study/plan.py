@@ -231,6 +231,10 @@ def _augment(augment: str) -> Callable[[StudyProfile], dict[str, Any]]:
     return lambda p: {"data.augment": augment}
 
 
+def _domain_data(p: StudyProfile) -> dict[str, Any]:
+    return {"data.dataset": p.domain_dataset, **p.domain_overrides}
+
+
 def _domain_sweep(p: StudyProfile) -> list[tuple[str, dict[str, Any]]]:
     """The domain prior (spec §5.3) in each form at each α − β: α = max(d, 0), β = max(−d, 0)."""
     return [(f"{form},a-b={d:g}", {"data.dataset": p.domain_dataset, **p.domain_overrides,
@@ -263,6 +267,7 @@ BLOCKS: tuple[Block, ...] = (
     Block("noisy", ("gca-ince", "gca-rince", "gca-rince-authors", "gca-uot"), "secondary", 40, overrides=_noisy),
     *(Block(exp, ("ince", "rince", "gca-uot"), "exploratory", 50, overrides=_augment(aug))
       for exp, aug in EXTRA_NOISY.items()),
+    Block("domain_prior", ("untrained",), "exploratory", 60, overrides=_domain_data),  # the floor on that data
     Block("domain_prior", ("gca-ince",), "exploratory", 60, sweep=_domain_sweep),
     Block("ablation_iters", ("gca-ince",), "exploratory", 70, sweep=_iters_sweep),
     Block("ablation_eps", ("gca-ince",), "exploratory", 70, sweep=_eps_sweep),
