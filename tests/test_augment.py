@@ -435,7 +435,7 @@ def test_fused_colour_jitter_equals_a_per_image_loop():
                            0.6 + 0.8 * torch.rand(24, generator=g), -0.1 + 0.2 * torch.rand(24, generator=g)], 1)
     order = torch.argsort(torch.rand(24, 4, generator=g), 1)
     apply = torch.rand(24, generator=g) < 0.8
-    y = A._color_jitter(x.clone(), factors, order, apply, (True, True, True, True))
+    y = A.ops._color_jitter(x.clone(), factors, order, apply, (True, True, True, True))
     ops = [A.adjust_brightness, A.adjust_contrast, A.adjust_saturation, A.adjust_hue]
     for b in range(24):
         ref = x[b:b + 1]
