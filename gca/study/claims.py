@@ -303,16 +303,20 @@ def _read_run(path: PathLike, root: Path) -> tuple[str, dict]:
         rel = full.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         raise ValueError(f"{path}: a result file must lie inside the repository {root}") from None
-    try:
-        with open(full, encoding="utf-8") as fh:
-            record = json.load(fh)
-    except FileNotFoundError:
-        raise ValueError(f"{rel}: result file not found") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{rel}: cannot read the result ({exc})") from None
+    record = _read_json(full, rel, "result file", "result", hint="")
     if not isinstance(record, dict):
         raise ValueError(f"{rel}: a result file must hold a JSON object")
     return rel, record
+
+
+def _read_json(path: Path, name: str, what: str, short: str, hint: str) -> Any:
+    """The JSON of ``path``; a missing or unreadable file is a ValueError naming ``name``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{name}: {what} not found{hint}") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{name}: cannot read the {short} ({exc})") from None
 
 
 def _seed(record: Mapping) -> Optional[int]:
@@ -505,12 +509,8 @@ def write_claims(claims: Sequence[Mapping], path: PathLike) -> Path:
 def read_claims(path: PathLike) -> list[dict]:
     """Read a ledger written by :func:`write_claims` and check every entry's keys."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no claims ledger here; build it with write_claims") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read the claims ledger ({exc})") from None
+    data = _read_json(path, str(path), "claims ledger", "claims ledger",
+                      hint=" (build it with python -m gca.experiments claims)")
     if not isinstance(data, list):
         raise ValueError(f"{path}: the ledger must be a JSON list of claims")
     for i, c in enumerate(data):
