@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import sys
 
+from sphinx.util.nodes import make_refnode
+
 
 def _drop_thebe(app, config) -> None:
     listeners = app.events.listeners.get("env-before-read-docs", [])
@@ -77,6 +79,43 @@ def _skip_reexported(app, what, name, obj, skip, options):
         if package is not None and name in getattr(package, "__all__", ()) and getattr(package, name, None) is obj:
             return True
     return None
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a.split("."), b.split(".")):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _resolve_reexported(app, env, node, contnode):
+    """Resolve a short Python reference the domain cannot: an object documented once under the
+    package that re-exports it (``gca.data.render_style``) but named from its defining module
+    (``render_style``, ``gca.data.loaders.styles.render_style``, ``ImageDataset.mean``). The unique
+    documented object with that dotted tail wins, ties broken by the longest shared module prefix;
+    anything else stays unresolved (and fails the ``-n`` build)."""
+    if node.get("refdomain") != "py" or not node.get("reftarget"):
+        return None
+    objects = env.get_domain("py").objects
+    target = node["reftarget"].lstrip("~.")
+    here = node.get("py:module") or ""
+    parts = target.split(".")
+    candidates = []
+    for k in range(len(parts)):  # the target itself, then shorter tails (a moved module path)
+        tail = ".".join(parts[k:])
+        candidates = [name for name in objects if name == tail or name.endswith("." + tail)]
+        if candidates:
+            break
+    if not candidates:
+        return None
+    best = max(_common_prefix(name, here) for name in candidates)
+    candidates = [name for name in candidates if _common_prefix(name, here) == best]
+    if len(candidates) != 1:
+        return None
+    entry = objects[candidates[0]]
+    return make_refnode(app.builder, node["refdoc"], entry.docname, entry.node_id, contnode, candidates[0])
 
 
 def _person_last_name(person) -> str:
@@ -134,4 +173,5 @@ def setup(app):
     app.connect("autodoc-process-docstring", _remember_attributes, priority=300)  # raw numpy-style lines
     app.connect("autodoc-skip-member", _skip_documented_fields)
     app.connect("autodoc-skip-member", _skip_reexported)
+    app.connect("missing-reference", _resolve_reexported)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -104,7 +104,7 @@ def is_collapsed(record: Mapping, *, uniformity_max: float = UNIFORMITY_MAX,
                  alignment_max: float = ALIGNMENT_MAX, source: str = "record") -> bool:
     """Whether a run's projections collapsed: ``metrics.uniformity > uniformity_max`` and
     ``metrics.alignment < alignment_max`` (both near 0: every projection near one point).
-    The thresholds are the pre-registered rule (:data:`UNIFORMITY_MAX`, :data:`ALIGNMENT_MAX`)."""
+    The thresholds are the pre-registered rule (``UNIFORMITY_MAX``, ``ALIGNMENT_MAX``)."""
     u = metric_value(record, "metrics.uniformity", source=source)
     a = metric_value(record, "metrics.alignment", source=source)
     return u > uniformity_max and a < alignment_max
@@ -365,17 +365,25 @@ def build_claim(spec_from_prereg: Mapping, result_paths_by_arm: Sequence[Sequenc
                 untrained_accuracy: Optional[Union[float, Mapping[int, float]]] = None) -> dict:
     """One ledger entry (:data:`CLAIM_KEYS`) from a resolved claim spec and the arms' result files.
 
-    Args:
-        spec_from_prereg: one entry of ``load_preregistration(...)[0]["claims"]``.
-        result_paths_by_arm: ``[paths of arm 0, paths of arm 1]``, relative to ``repo_root`` (or
-            absolute inside it). Sorted by ``spec.seed`` when every record has one; with
-            ``pairing: seed`` both arms must hold the same seeds.
-        prereg_sha256: the pre-registration's hash (second value of :func:`load_preregistration`).
-        repo_root: the repository root the paths are stored relative to.
-        untrained_accuracy: the untrained encoder's ``metrics.linear_accuracy`` (record units), one
-            number or a mapping ``seed → accuracy`` (the floor of each seed); when given, runs not
-            above it are excluded as failed to train.
+    Parameters
+    ----------
+    spec_from_prereg : mapping
+        One entry of ``load_preregistration(...)[0]["claims"]``.
+    result_paths_by_arm : sequence of two sequences of paths
+        ``[paths of arm 0, paths of arm 1]``, relative to ``repo_root`` (or absolute inside it).
+        Sorted by ``spec.seed`` when every record has one; with ``pairing: seed`` both arms must
+        hold the same seeds.
+    prereg_sha256 : str
+        The pre-registration's hash (second value of :func:`load_preregistration`).
+    repo_root : path
+        The repository root the paths are stored relative to.
+    untrained_accuracy : float or mapping, optional
+        The untrained encoder's ``metrics.linear_accuracy`` (record units), one number or a mapping
+        ``seed → accuracy`` (the floor of each seed); when given, runs not above it are excluded as
+        failed to train.
 
+    Notes
+    -----
     ``effect``, ``ci_low``, ``ci_high``, ``p``, ``mde`` in points; ``p_holm`` is ``None`` until
     :func:`apply_holm`. Fewer than two usable pairs (runs per arm): verdict ``"not tested"``.
     """

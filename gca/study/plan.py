@@ -190,15 +190,23 @@ def study_settings(profile: str) -> StudyProfile:
 class Block:
     """A block of runs: every method × every seed of its family × every point of ``sweep``.
 
-    Attributes:
-        experiment: the panel the runs belong to (``results/<profile>/<experiment>/``).
-        methods: the methods run.
-        family: whose number of seeds the block gets (:attr:`StudyProfile.seeds`): ``"primary"``,
-            ``"secondary"``, ``"exploratory"``, or ``"first"`` (seed 0 only).
-        priority: lower runs first; the runs of one seed go together, seed by seed.
-        overrides: options of every run, from the profile (``None``: none).
-        sweep: ``(tag, options)`` per point of a sweep, from the profile (``None``: one point, no tag).
-        analysis: an analysis of the trained encoder (``"plans"``).
+    Attributes
+    ----------
+    experiment : str
+        The panel the runs belong to (``results/<profile>/<experiment>/``).
+    methods : tuple of str
+        The methods run.
+    family : str
+        Whose number of seeds the block gets (``StudyProfile.seeds``): ``"primary"``,
+        ``"secondary"``, ``"exploratory"``, or ``"first"`` (seed 0 only).
+    priority : int
+        Lower runs first; the runs of one seed go together, seed by seed.
+    overrides : callable, optional
+        Options of every run, from the profile (``None``: none).
+    sweep : callable, optional
+        ``(tag, options)`` per point of a sweep, from the profile (``None``: one point, no tag).
+    analysis : str, optional
+        An analysis of the trained encoder (``"plans"``).
     """
 
     experiment: str

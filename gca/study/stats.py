@@ -55,7 +55,7 @@ __all__ = [
     "VERDICTS",
 ]
 
-#: The verdict words (issue 12 item 5); :data:`SMALLER` is appended as ``", smaller than the paper's"``.
+#: The verdict words (issue 12 item 5); ``SMALLER`` is appended as ``", smaller than the paper's"``.
 REPRODUCED = "reproduced"
 CONTRADICTED = "contradicted"
 NOT_DETECTED = "not detected"
