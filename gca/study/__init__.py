@@ -13,7 +13,7 @@ One module per concern, lower layers first (none imports a later one):
   (:func:`~gca.study.run.get_results`).
 - :mod:`gca.study.runner` — the study runner and the command line (``python -m gca.experiments``),
   including ``verify`` (recompute a sample elsewhere).
-- :mod:`gca.study.report` — summaries, verdicts and the notebooks' shared helpers.
+- :mod:`gca.study.report` — the experiment pages' summaries (verdicts come from the ledger).
 - :mod:`gca.study.cost` — step times measured side by side, and saved-tensor memory.
 - :mod:`gca.study.stats` — paired and Welch comparisons, Holm, the exact minimum detectable effect,
   the pre-registered verdict rule.
