@@ -68,3 +68,21 @@ def test_simclr_and_iot_stand_for_ince_and_gca_ince():
     assert ledger._arm_key({"experiment": "standard", "method": "simclr"}) == ("standard", "ince", "")
     assert ledger._arm_key({"experiment": "ablation_iters", "method": "iot", "tag": "T=1"}) == \
         ("ablation_iters", "gca-ince", "T=1")
+
+
+def test_claims_command_writes_and_verifies_a_ledger(tmp_path, monkeypatch, capsys):
+    """`python -m gca.experiments claims` on a results folder without runs: every claim "not tested",
+    the pre-registration copied beside the ledger, and `--verify` recomputes it without a mismatch."""
+    from gca.study.runner import main
+
+    monkeypatch.setenv("GCA_RESULTS_DIR", str(tmp_path / "results"))
+    assert main(["claims", "--profile", "smoke"]) == 0
+    ledger_path = tmp_path / "results" / "smoke" / "claims.json"
+    claims = read_claims(ledger_path)
+    assert claims and all(c["verdict"] == "not tested" and c["n"] == 0 for c in claims)
+    assert (ledger_path.parent / "preregistration.yaml").read_bytes() == PREREG.read_bytes()
+    assert "not computed yet" in capsys.readouterr().out
+    assert main(["claims", "--profile", "smoke", "--verify"]) == 0
+    assert "every number recomputes" in capsys.readouterr().out
+    ledger_path.write_text(ledger_path.read_text().replace('"n": 0', '"n": 3', 1))  # a tampered number
+    assert main(["claims", "--profile", "smoke", "--verify"]) == 1
