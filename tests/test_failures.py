@@ -99,10 +99,20 @@ def test_damaged_cifar_pickle_is_named(tmp_path, capsys, damage):
     base = _cifar_dir(tmp_path)
     bad = base / "data_batch_3"
     raw = bad.read_bytes()
-    bad.write_bytes({"truncated": raw[: len(raw) // 2], "empty": b"", "garbage": os.urandom(500)}[damage])
+    garbage = np.random.default_rng(5).integers(0, 256, 500, dtype=np.uint8).tobytes()  # seeded: the same bytes on every run
+    bad.write_bytes({"truncated": raw[: len(raw) // 2], "empty": b"", "garbage": garbage,
+                     "huge-length": b"\x80\x04\x8d" + b"\xff" * 8}[damage])
     status = main(["pretrain", "--method", "ince", "--profile", "smoke", "--dataset", "cifar10", "--data-dir",
                    str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--no-progress"])
     _one_line_error(capsys, status, 2, str(bad), "is damaged", "delete it")
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: a pickle opcode announcing an impossible length raises OverflowError, "
+                   "which gca.data.loaders.cifar.unpickle does not yet turn into DatasetCorruptError (found by the "
+                   "formerly unseeded garbage case); the fix changes a fingerprinted function and is scheduled with the "
+                   "next recompute of the study")
+def test_damaged_cifar_pickle_with_an_impossible_length_is_named(tmp_path, capsys):
+    test_damaged_cifar_pickle_is_named(tmp_path, capsys, "huge-length")
 
 
 def test_truncated_fashion_mnist_gz_is_named(tmp_path):
