@@ -40,7 +40,6 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from gca.config import resolve_config
 from gca.data import is_available
 from gca.methods import METHOD_NAMES, get_method
-from gca.study.paper import PAPER_STANDARD
 from gca.study.paths import use_repo_data_dir
 
 __all__ = [
