@@ -402,3 +402,42 @@ def test_claims_table_markdown(study):
     assert "| — | — | 0 | — | — | not tested |" in byol
     simclr = lines[4]
     assert "[+0.00, +0.00]" in simclr and "1.000 (1.000)" in simclr
+
+
+# --- re-estimated sample sizes (internal pilot) ------------------------------------------------
+
+def _with_re_estimate(**entry):
+    data = _prereg_data()
+    r = {"claim": "gca-ince-vs-ince", "interim_n": 8, "interim_sd": 1.313, "target": 0.9, "n": 19,
+         "reason": "interim MDE above the target"}
+    r.update(entry)
+    data["sample_sizes"]["primary"]["re_estimated"] = [r]
+    return data
+
+
+def test_re_estimated_size_is_the_fewest_seeds_reaching_the_target():
+    """n = 19 at sd 1.313 and target 0.9: the paired-t MDE (t_{n−1,0.975} + t_{n−1,0.8}) · sd / √n,
+    computed here from scipy's t quantiles, is ≤ 0.9 at 19 seeds and not at 18."""
+    from scipy import stats as st
+
+    def mde(sd, n):
+        return (st.t.ppf(0.975, n - 1) + st.t.ppf(0.8, n - 1)) * sd / n ** 0.5
+
+    assert mde(1.313, 19) <= 0.9 < mde(1.313, 18)
+    validate_preregistration(_with_re_estimate(), source="x.yaml")  # accepted
+    with pytest.raises(ValueError, match=r"n = 18 but 19 seeds"):
+        validate_preregistration(_with_re_estimate(n=18), source="x.yaml")
+    with pytest.raises(ValueError, match=r"n = 20 but 19 seeds"):
+        validate_preregistration(_with_re_estimate(n=20), source="x.yaml")
+
+
+@pytest.mark.parametrize("entry,match", [
+    ({"claim": "no-such-claim"}, "not a claim of family 'primary'"),
+    ({"target": 1.5}, r"target = 1.5 must be .* ≤ the family's mde_target"),
+    ({"interim_sd": -1.0}, "interim_sd = -1.0"),
+    ({"n": 2}, r"n = 2 must be an integer ≥ the family's n"),
+    ({"reason": ""}, "reason must say"),
+])
+def test_re_estimate_validation_names_the_problem(entry, match):
+    with pytest.raises(ValueError, match=match):
+        validate_preregistration(_with_re_estimate(**entry), source="x.yaml")

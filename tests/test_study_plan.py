@@ -67,11 +67,13 @@ def test_study_methods_come_from_the_registry_and_cover_the_papers_tables():
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
 def test_study_plan_order_and_every_spec_resolves(profile):
     plan = study_plan(profile)
-    n = study_settings(profile).seeds
-    first = plan[: n["primary"]]
+    n_floor = sum(1 for s in plan if s.method == "untrained" and s.experiment == "standard")
+    n_main = sum(1 for s in plan if s.experiment == "standard" and s.method in ("ince", "gca-ince", "gca-uot"))
+    first = plan[:n_floor]
     assert {(s.experiment, s.method) for s in first} == {("standard", "untrained")}  # the floor first (cheap)
-    nxt = plan[n["primary"]: 4 * n["primary"]]
+    nxt = plan[n_floor: n_floor + n_main]
     assert {(s.experiment, s.method) for s in nxt} == {("standard", m) for m in ("ince", "gca-ince", "gca-uot")}
+    assert [s.seed for s in nxt] == sorted(s.seed for s in nxt)  # seed by seed: pairs complete early
     assert {s.experiment for s in plan} == set(EXPERIMENTS) == {b.experiment for b in BLOCKS}
     assert {s.method for s in plan} == set(STUDY_METHODS)
     assert [s.priority for s in plan] == sorted(s.priority for s in plan)
@@ -104,7 +106,16 @@ def test_the_cpu_study_is_the_preregistered_design():
             seeds = {s.seed for s in plan if s.experiment == arm["experiment"] and s.method == arm["method"]
                      and s.tag == arm.get("tag", "")}
             assert len(seeds) >= cpu.seeds[claim["family"]], (claim["id"], arm)
-    assert len(plan) == 150 and len(study_plan("smoke")) == 41  # changing the design is a new pre-registration
+    # Re-estimated sizes (version 4): each claim's two arms get the re-estimated seeds.
+    re_est = {r["claim"]: r["n"] for f in prereg["sample_sizes"].values() for r in f.get("re_estimated", ())}
+    assert re_est, "the committed pre-registration re-estimates two primary sizes"
+    for claim in prereg["claims"]:
+        if claim["id"] in re_est:
+            for arm in claim["arms"]:
+                assert cpu.extra_seeds[f"{arm['experiment']}/{arm['method']}"] == re_est[claim["id"]], claim["id"]
+    floor = {s.seed for s in plan if s.method == "untrained" and s.experiment == "standard"}
+    assert floor == set(range(cpu.max_seeds))  # the untrained floor covers every seed
+    assert len(plan) == 235 and len(study_plan("smoke")) == 41  # changing the design is a new pre-registration
 
 
 def test_keys_follow_the_resolved_config():

@@ -248,7 +248,31 @@ def validate_preregistration(data: Any, *, source: str = "pre-registration") -> 
                 need = seeds_needed(sd, target, alpha=alpha, power=power, paired=paired)
                 raise ValueError(f"{where}: n = {n} gives MDE {mde:.3f} > mde_target {target} with pilot_sd {sd}; "
                                  f"{need} seeds reach it")
+        for j, r in enumerate(s.get("re_estimated", ())):
+            _validate_re_estimate(r, f"{where}.re_estimated[{j}]", family, n, target, resolved, alpha, power)
     return out
+
+
+def _validate_re_estimate(r: Any, where: str, family: str, n_family: int, target: Optional[float],
+                          claims: list, alpha: float, power: float) -> None:
+    """A sample size re-estimated from an interim sd (internal pilot, Wittes & Brittain 1990):
+    ``{claim, interim_n, interim_sd, target, n, reason}`` with ``n`` the fewest seeds whose MDE at
+    the interim sd is ≤ ``target`` (itself ≤ the family's ``mde_target``), never fewer than the family's."""
+    _need(isinstance(r, Mapping), f"{where} must be a mapping with claim, interim_n, interim_sd, target, n, reason")
+    missing = sorted({"claim", "interim_n", "interim_sd", "target", "n", "reason"} - set(r))
+    _need(not missing, f"{where}: missing key(s) {', '.join(missing)}")
+    ids = {c["id"]: c for c in claims}
+    _need(r["claim"] in ids and ids[r["claim"]]["family"] == family,
+          f"{where}.claim = {r['claim']!r} is not a claim of family {family!r}")
+    n, sd, goal = r["n"], r["interim_sd"], r["target"]
+    _need(isinstance(n, int) and not isinstance(n, bool) and n >= n_family,
+          f"{where}.n = {n!r} must be an integer ≥ the family's n ({n_family})")
+    _need(_is_number(sd) and sd > 0, f"{where}.interim_sd = {sd!r} must be a number > 0 (points)")
+    _need(_is_number(goal) and goal > 0 and (target is None or goal <= target),
+          f"{where}.target = {goal!r} must be a number > 0 and ≤ the family's mde_target ({target})")
+    _need(_text(r["reason"]), f"{where}.reason must say why the size was re-estimated")
+    need = max(n_family, seeds_needed(sd, goal, alpha=alpha, power=power, paired=True))
+    _need(n == need, f"{where}.n = {n} but {need} seeds are the fewest whose MDE at interim_sd {sd} is ≤ {goal}")
 
 
 def _validate_claim_spec(c: Any, where: str, default_margin: Optional[float]) -> dict:

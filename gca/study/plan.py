@@ -11,8 +11,8 @@ This is the one place that relates them.
   starts from a configuration profile and overrides some options for *every* run of the study,
   so that the whole study fits its machine. The study profile ``cpu`` is therefore *smaller*
   than the configuration profile ``cpu``: it starts from it and sets width 16, 10 epochs,
-  16 px views and 500 test images per class (:class:`StudyProfile` ``overrides``), so that its 112
-  runs fit a two-core machine. ``smoke`` does the same for CI; ``paper`` changes nothing.
+  16 px views and a probe fitted on 20 000 training images (:class:`StudyProfile` ``overrides``), so
+  that the whole study fits a two-core machine. ``smoke`` does the same for CI; ``paper`` changes nothing.
 - A **book profile** (:data:`gca.book.BOOK_PROFILES`: ``smoke``, ``default``, ``full``) is how
   large the notebooks compute; each book profile shows one study profile
   (:class:`StudyProfile` ``book_profile``; :func:`study_profile` maps either name).
@@ -21,8 +21,9 @@ This is the one place that relates them.
 well under a minute). ``cpu``: the study shown in the book — CIFAR-10 (JPEG copy), a
 class-balanced subset of 500 training images per class, views and evaluation at 16×16 px, the
 small convolutional backbone (width 16, feature dimension 64), batch 256, 10 epochs, one CPU
-thread per run; the domain-prior sweep on ``rotated-digits`` (the offline stand-in for PACS; all
-1,438 training images, 20 epochs). ``paper``: the paper's configuration (GPU).
+thread per run, evaluated on all 10 000 test images; the domain-prior sweep on ``cifar10-styles``
+(CIFAR-10 rendered in four styles, the offline stand-in for PACS). Its design and sample sizes are
+``results/cpu/preregistration.yaml``. ``paper``: the paper's configuration (GPU).
 
 Runs
 ----
@@ -33,7 +34,7 @@ experiment, its methods, which seeds, its overrides or sweep, and a priority (lo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -88,8 +89,11 @@ class StudyProfile:
         The ε values of the GCA-INCE ablation.
     alpha_minus_beta
         The α − β values of the domain-prior sweep.
-    all_methods_all_seeds
-        Every method gets every seed (``False``: extra seeds only for the key comparisons, for CI).
+    domain_forms
+        The domain prior's parametrisations (``gca.losses.targets``).
+    extra_seeds
+        Run sets that get more seeds than their block's family, ``"experiment/method" → seeds``:
+        the pre-registration's re-estimated sample sizes (``sample_sizes.<family>.re_estimated``).
     """
 
     name: str
@@ -105,12 +109,23 @@ class StudyProfile:
     ablation_eps: tuple[float, ...]
     alpha_minus_beta: tuple[float, ...]
     domain_forms: tuple[str, ...] = ("per-entry", "row-mass")
+    extra_seeds: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
-        for name in ("overrides", "domain_overrides", "seeds"):
+        for name in ("overrides", "domain_overrides", "seeds", "extra_seeds"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
         if set(self.seeds) != set(FAMILIES) or any(n < 1 for n in self.seeds.values()):
             raise ValueError(f"seeds={dict(self.seeds)!r} must give a count >= 1 for each of {FAMILIES}")
+        for run_set, n in self.extra_seeds.items():
+            if not isinstance(run_set, str) or run_set.count("/") != 1:
+                raise ValueError(f"extra_seeds key {run_set!r} must be 'experiment/method'")
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"extra_seeds[{run_set!r}] = {n!r} must be a whole number >= 1")
+
+    @property
+    def max_seeds(self) -> int:
+        """The most seeds any run set of this profile gets."""
+        return max([*self.seeds.values(), *self.extra_seeds.values()])
 
 
 #: The families of comparisons (pre-registration), each with its number of seeds.
@@ -149,6 +164,11 @@ STUDY_PROFILES: Mapping[str, StudyProfile] = MappingProxyType({p.name: p for p i
             "eval.knn_k": 50, "eval.probe_train_per_class": 2000,
         },
         seeds={"primary": 8, "secondary": 4, "exploratory": 3},
+        # Pre-registration v4: the primary comparisons whose interim MDE missed 1.0 point get the
+        # seeds re-estimated from their interim sd (sample_sizes.primary.re_estimated); the
+        # untrained floor covers every seed, as the failed-to-train rule compares per seed.
+        extra_seeds={"standard/ince": 19, "standard/gca-ince": 19, "noisy/ince": 29, "noisy/rince": 29,
+                     "standard/untrained": 29},
         noisy_augment="large_erase", corruptions=_CORRUPTIONS_CPU,
         domain_dataset="cifar10-styles", domain_overrides={},
         ablation_iters=(1, 3, 5), ablation_eps=(0.1, 0.2, 1.0),
@@ -339,8 +359,11 @@ class RunSpec:
                    d.get("analysis"), d.get("tag", ""), int(d.get("priority", 100)))
 
 
-def _block_seeds(block: Block, p: StudyProfile, seeds: Sequence[int]) -> tuple[int, ...]:
-    return tuple(seeds[:1] if block.family == "first" else seeds[:p.seeds[block.family]])
+def _n_seeds(block: Block, method: str, p: StudyProfile) -> int:
+    """How many seeds ``method`` gets in ``block``: its family's, or more (``extra_seeds``)."""
+    if block.family == "first":
+        return 1
+    return max(p.seeds[block.family], p.extra_seeds.get(f"{block.experiment}/{method}", 0))
 
 
 def study_plan(profile: str, experiments: Iterable[str] | None = None, *, seed: int = 0) -> list[RunSpec]:
@@ -356,17 +379,18 @@ def study_plan(profile: str, experiments: Iterable[str] | None = None, *, seed: 
         if unknown:
             raise ValueError(f"unknown experiments {sorted(unknown)}; choose from {EXPERIMENTS}")
     use_repo_data_dir()  # where _noisy looks for the CIFAR-10-C files
-    seeds = tuple(seed + k for k in range(max(p.seeds.values())))
+    seeds = tuple(seed + k for k in range(p.max_seeds))
     order: list[tuple[tuple[int, int, int, int], RunSpec]] = []
     for b, block in enumerate(BLOCKS):
         if wanted is not None and block.experiment not in wanted:
             continue
         base = dict(block.overrides(p)) if block.overrides else {}
         points = block.sweep(p) if block.sweep else [("", {})]
-        for k, s in enumerate(_block_seeds(block, p, seeds)):
+        n_seeds = {m: _n_seeds(block, m, p) for m in block.methods}
+        for k, s in enumerate(seeds[:max(n_seeds.values())]):
             priority = block.priority
             for tag, point in points:
-                for m in block.methods:
+                for m in (m for m in block.methods if k < n_seeds[m]):
                     spec = RunSpec(block.experiment, m, s, {**base, **point}, block.analysis, tag, priority)
                     # ties: the runs of one seed together, then block order
                     order.append(((priority, k, b, len(order)), spec))
