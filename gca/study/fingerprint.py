@@ -77,6 +77,7 @@ UNTRACKED: Mapping[str, str] = {
     "gca.study.cache": "stores and checks results",
     "gca.study.fingerprint": "records the code (this module)",
     "gca.study.runner": "schedules runs and checks results",
+    "gca.study.verify": "recomputes cached results elsewhere and compares them",
     "gca.study.paper": "the paper's numbers",
     "gca.study.paths": "where results, run directories and data live",
     "gca.study.report": "summaries and verdicts over cached results",

@@ -7,7 +7,8 @@ writing each result as soon as it finishes, logging one line per event to
 stopped. Run directories (checkpoints, metrics) go to ``runs/experiments/<profile>/``
 (git-ignored): a finished run directory is reused instead of retrained. ``status`` lists done /
 running / stale / missing; ``check`` says whether result files are current; ``verify`` recomputes
-a random sample of current results elsewhere and reports the differences (:func:`verify`).
+a random sample of current results (or every result of a family of claims) elsewhere and reports
+the differences (:mod:`gca.study.verify`).
 """
 
 from __future__ import annotations
@@ -17,34 +18,27 @@ import datetime as _dt
 import json
 import math
 import os
-import random
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from gca.provenance import blas_info, cpu_model
 from gca.study.cache import RunClaimedError, check_result, in_progress, result_key, result_path
 from gca.study.fingerprint import CodeTracker, source_version
 from gca.study.paths import REPO_ROOT, results_root
 from gca.study.plan import EXPERIMENTS, RunSpec, study_plan, study_profile
-from gca.study.claims import claims_table_markdown, verify_claims
+from gca.study.claims import FAMILIES, claims_table_markdown, verify_claims
 from gca.study.ledger import write_ledger
 from gca.study.run import run_or_reuse
+from gca.study.verify import VERIFY_METRICS, WORKER_ENV, one_command, verify, verify_table
 
-__all__ = ["study_status", "run_study", "verify", "verify_table", "VERIFY_METRICS", "EXIT_CLAIMED", "main"]
+__all__ = ["study_status", "run_study", "EXIT_CLAIMED", "main"]
 
 #: Exit status of ``one`` when another process holds the run's claim (not a failure).
 EXIT_CLAIMED = 3
-#: What :func:`verify` compares: ``(label, dotted path in a result record)``.
-VERIFY_METRICS = (("linear accuracy", "metrics.linear_accuracy"), ("kNN accuracy", "metrics.knn_accuracy"),
-                  ("final loss", "train.final_loss"))
-#: The environment of a run's subprocess: one BLAS/OpenMP thread (a run sets its torch threads itself).
-_WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
 
 
 def study_status(profile: str, experiments: Iterable[str] | None = None, *, root=None) -> list[tuple[RunSpec, str, Path]]:
@@ -97,12 +91,6 @@ def _log(log_path: Path, message: str) -> None:
         fh.write(line + "\n")
 
 
-def _one_command(profile: str, spec) -> list[str]:
-    # --debug: the traceback of a failed run goes to the worker's stderr
-    return [sys.executable, "-m", "gca.experiments", "one", "--profile", profile, "--debug",
-            "--spec", json.dumps(spec.to_dict())]
-
-
 def run_study(profile: str, *, experiments: Iterable[str] | None = None, workers: int = 1, root=None,
               log_path: str | os.PathLike | None = None, force: bool = False, watch_s: float = 0.0,
               poll_s: float = 20.0) -> int:
@@ -125,7 +113,7 @@ def run_study(profile: str, *, experiments: Iterable[str] | None = None, workers
     base = results_root(root) / prof
     base.mkdir(parents=True, exist_ok=True)
     log = Path(log_path) if log_path is not None else base / "study.log"
-    env = dict(os.environ, **_WORKER_ENV)
+    env = dict(os.environ, **WORKER_ENV)
     if root is not None:
         env["GCA_RESULTS_DIR"] = str(Path(root).resolve())
     study_started = time.time()
@@ -189,7 +177,7 @@ def run_study(profile: str, *, experiments: Iterable[str] | None = None, workers
             started += 1
             spec, k = due.pop(0)
             forced.add(k)
-            cmd = _one_command(prof, spec)
+            cmd = one_command(prof, spec)
             if force:  # recompute, unless another runner already did since this study started
                 cmd += ["--reuse-after", repr(study_started)]
             with open(base / "worker.err", "a") as err:
@@ -209,113 +197,6 @@ def run_study(profile: str, *, experiments: Iterable[str] | None = None, workers
         time.sleep(min(2.0, poll_s) if started else poll_s)  # nothing started: wait before planning again
     _log(log, f"study {prof}: exit, {len(failed_keys)} failed")
     return len(failed_keys)
-
-
-# --------------------------------------------------------------------------------------------
-# Verification: recompute a random sample elsewhere
-# --------------------------------------------------------------------------------------------
-def _dotted(record: Mapping[str, Any], path: str):
-    node: Any = record
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def _machine(provenance: Mapping[str, Any] | None) -> dict[str, Any]:
-    prov = provenance or {}
-    return {"cpu": prov.get("cpu"), "blas": prov.get("blas"), "device": prov.get("device"),
-            "git_commit": prov.get("git_commit")}
-
-
-def verify(profile: str, sample: int, *, seed: int = 0, out: str | os.PathLike | None = None,
-           root: str | os.PathLike | None = None, timeout_s: float = 6 * 3600) -> dict[str, Any]:
-    """Recompute ``sample`` random current results of study ``profile`` (drawn with ``seed``) into
-    another results root — never the cache — each in its own subprocess as the runner computes
-    them, and compare :data:`VERIFY_METRICS`.
-
-    Candidates are the current result files under ``<root>/<profile>/`` whose spec still resolves to
-    the configuration they store (so that ``one`` recomputes exactly that configuration). Returns
-    the report, also written to ``<out>/verify.json``; ``out`` (default: a new temporary folder)
-    also holds the recomputed results and run directories."""
-    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
-        raise ValueError(f"sample={sample!r} must be a whole number >= 1 (results to recompute)")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed={seed!r} must be an integer")
-    prof = study_profile(profile)
-    base = results_root(root) / prof
-    memo: dict = {}
-    current, skipped = [], 0
-    for path in sorted(f for f in base.glob("*/*.json") if not f.name.startswith(".")):
-        record, _ = check_result(path, data_memo=memo)
-        if record is None:
-            continue
-        try:
-            spec = RunSpec.from_dict(record["spec"])
-            same = result_key(spec, prof) == record["key"]
-        except (KeyError, TypeError, ValueError):
-            same = False
-        if same:
-            current.append((spec, path, record))
-        else:  # the study's settings changed since: ``one`` would compute another configuration
-            skipped += 1
-    if not current:
-        raise ValueError(f"no current result of profile {prof!r} under {base} that can be recomputed: compute "
-                         f"some first (python -m gca.experiments run --profile {prof})")
-    chosen = random.Random(seed).sample(current, min(sample, len(current)))
-    work = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="gca-verify-"))
-    work.mkdir(parents=True, exist_ok=True)
-    if (work / "results").resolve() == results_root(root).resolve():
-        raise ValueError(f"--out {work} would write into the cache itself: choose another folder")
-    env = dict(os.environ, **_WORKER_ENV, GCA_RESULTS_DIR=str((work / "results").resolve()),
-               GCA_RUNS_DIR=str((work / "runs").resolve()))
-    report: dict[str, Any] = {
-        "profile": prof, "sample": sample, "seed": seed, "n_candidates": len(current),
-        "n_not_recomputable": skipped, "folder": str(work),
-        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu_model(), "blas": blas_info()}, "runs": [],
-    }
-    for spec, path, record in chosen:
-        t0 = time.time()
-        proc = subprocess.run(_one_command(prof, spec), cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout_s)
-        again_path = result_path(spec, prof, record["key"], root=work / "results")
-        row: dict[str, Any] = {"run": spec.label, "cached": str(path), "recomputed": str(again_path),
-                               "seconds": time.time() - t0, "cached_machine": _machine(record.get("provenance"))}
-        if proc.returncode != 0 or not again_path.is_file():
-            lines = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()
-            row["status"] = f"failed (exit {proc.returncode}): {lines[-1]}"
-        else:
-            again = json.loads(again_path.read_text())
-            row["status"] = "recomputed"
-            row["machine"] = _machine(again.get("provenance"))
-            row["metrics"] = {}
-            for _, dotted in VERIFY_METRICS:
-                a, b = _dotted(record, dotted), _dotted(again, dotted)
-                diff = b - a if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
-                row["metrics"][dotted] = {"cached": a, "recomputed": b, "difference": diff}
-        report["runs"].append(row)
-    (work / "verify.json").write_text(json.dumps(report, indent=1, sort_keys=True, default=str) + "\n")
-    report["report"] = str(work / "verify.json")
-    return report
-
-
-def verify_table(report: Mapping[str, Any]) -> str:
-    """The per-metric differences of a :func:`verify` report as a plain-text table."""
-    lines = [f"{'run':44s} {'metric':16s} {'cached':>10s} {'recomputed':>10s} {'difference':>11s}"]
-    for row in report["runs"]:
-        if row["status"] != "recomputed":
-            lines.append(f"{row['run']:44s} {row['status']}")
-            continue
-        for label, dotted in VERIFY_METRICS:
-            m = row["metrics"][dotted]
-            if m["difference"] is None:
-                lines.append(f"{row['run']:44s} {label:16s} {m['cached']!s:>10s} {m['recomputed']!s:>10s} {'—':>11s}")
-            else:
-                lines.append(f"{row['run']:44s} {label:16s} {m['cached']:10.4f} {m['recomputed']:10.4f} "
-                             f"{m['difference']:+11.4f}")
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,9 +310,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", metavar="path", help="result files")
     p.add_argument("--profile", default=None, type=_profile,
                    help="check every result file stored for this profile instead")
-    p = command("verify", "recompute K random current results elsewhere and print the differences")
+    p = command("verify", "recompute current results elsewhere (K random ones, or every result of a family of "
+                          "claims) and print the differences")
     p.add_argument("--profile", default="cpu", type=_profile)
-    p.add_argument("--sample", type=_positive_int, required=True, metavar="K", help="results to recompute")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--sample", type=_positive_int, metavar="K", help="K random results")
+    which.add_argument("--claims", choices=FAMILIES, metavar="FAMILY",
+                       help=f"every result the ledger's claims of FAMILY list ({', '.join(FAMILIES)})")
+    p.add_argument("--workers", type=_positive_int, default=1, help="runs at a time (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random draw (default 0)")
     p.add_argument("--out", default=None, help="folder for the recomputed results and verify.json "
                                                 "(default: a new temporary folder)")
@@ -525,7 +411,8 @@ def _main(args: argparse.Namespace, debug: bool = False) -> int:
     if args.command == "claims":
         return _claims(args)
     if args.command == "verify":
-        report = verify(args.profile, args.sample, seed=args.seed, out=args.out)
+        report = verify(args.profile, args.sample, claims=args.claims, seed=args.seed, workers=args.workers,
+                        out=args.out)
         print(verify_table(report))
         print(f"report: {report['report']}")
         return 0 if all(r["status"] == "recomputed" for r in report["runs"]) else 1
