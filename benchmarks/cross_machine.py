@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     work = Path("/tmp/gca-cross-machine")
     shutil.rmtree(work, ignore_errors=True)
     cmd = [sys.executable, "-m", "gca.experiments", "verify", "--profile", "cpu", "--claims", "primary",
-           "--workers", str(args.workers), "--out", str(work)]
+           "--workers", str(args.workers), "--other-machine", "--out", str(work)]
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True)
     try:
         proc.wait(timeout=max(10.0, args.budget_s - (time.time() - t0)))

@@ -93,3 +93,13 @@ def test_verify_recomputes_every_result_of_the_primary_claims_two_at_a_time(tmp_
     cached = {f: json.loads((tmp_path / f).read_text())["metrics"]["linear_accuracy"] for f in files.values()}
     d = [100 * (cached[x] - cached[y]) for x, y in zip(*[arm["results"] for arm in claim["arms"]])]
     assert row["effect"] == pytest.approx(np.mean(d), abs=1e-9) and row["n"] == 2
+    # Another machine's torch: every cached result is stale there; --other-machine still recomputes
+    # them (same code), and says why each was stale.
+    import gca.study.fingerprint as fingerprint
+
+    monkeypatch.setattr(fingerprint, "torch_version", lambda: "9.9.9")
+    with pytest.raises(ValueError, match="no current result"):
+        verify("smoke", claims="primary", out=tmp_path / "v2")
+    again = verify("smoke", 1, other_machine=True, out=tmp_path / "v3")
+    (r,) = again["runs"]
+    assert r["status"] == "recomputed" and r["cached_state_here"].startswith("stale: code changed: torch")

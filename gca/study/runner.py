@@ -318,6 +318,8 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--claims", choices=FAMILIES, metavar="FAMILY",
                        help=f"every result the ledger's claims of FAMILY list ({', '.join(FAMILIES)})")
     p.add_argument("--workers", type=_positive_int, default=1, help="runs at a time (default 1)")
+    p.add_argument("--other-machine", action="store_true",
+                   help="also recompute results that are stale here only because torch or the data bytes differ")
     p.add_argument("--seed", type=int, default=0, help="seed of the random draw (default 0)")
     p.add_argument("--out", default=None, help="folder for the recomputed results and verify.json "
                                                 "(default: a new temporary folder)")
@@ -412,7 +414,7 @@ def _main(args: argparse.Namespace, debug: bool = False) -> int:
         return _claims(args)
     if args.command == "verify":
         report = verify(args.profile, args.sample, claims=args.claims, seed=args.seed, workers=args.workers,
-                        out=args.out)
+                        other_machine=args.other_machine, out=args.out)
         print(verify_table(report))
         print(f"report: {report['report']}")
         return 0 if all(r["status"] == "recomputed" for r in report["runs"]) else 1

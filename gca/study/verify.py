@@ -25,6 +25,7 @@ from typing import Any, Mapping, Optional, Sequence
 from gca.provenance import blas_info, cpu_model
 from gca.study.cache import check_result, result_key, result_path
 from gca.study.claims import FAMILIES, read_claims
+from gca.study.fingerprint import fingerprint_changes
 from gca.study.paths import REPO_ROOT, results_root
 from gca.study.plan import RunSpec, study_profile
 from gca.study.stats import mde_from_se, paired_comparison, verdict, welch_comparison
@@ -76,9 +77,21 @@ def _claimed_results(family: str, ledger: Path) -> set[str]:
     return {p for c in claims for arm in c["arms"] for p in arm["results"]}
 
 
+def _environment_only(path: Path, state: str) -> Optional[dict]:
+    """The record of a result that is stale here only because this machine's environment differs
+    (another torch version, data decoded to other bytes), else ``None``: a code change disqualifies."""
+    if not (state.startswith("stale: code changed") or state.startswith("stale: data changed")):
+        return None
+    record = json.loads(path.read_text())
+    if state.startswith("stale: code changed"):
+        if not all(c.startswith("torch ") for c in fingerprint_changes(record["code"])):
+            return None
+    return record
+
+
 def verify(profile: str, sample: Optional[int] = None, *, claims: Optional[str] = None, seed: int = 0,
-           workers: int = 1, out: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
-           timeout_s: float = 6 * 3600) -> dict[str, Any]:
+           workers: int = 1, other_machine: bool = False, out: str | os.PathLike | None = None,
+           root: str | os.PathLike | None = None, timeout_s: float = 6 * 3600) -> dict[str, Any]:
     """Recompute current results of study ``profile`` into another results root — never the cache —
     each in its own subprocess as the runner computes them, ``workers`` at a time, and compare
     :data:`VERIFY_METRICS`.
@@ -86,9 +99,12 @@ def verify(profile: str, sample: Optional[int] = None, *, claims: Optional[str] 
     Which results: ``sample`` random ones (drawn with ``seed``), or with ``claims="primary"`` (a
     family) every result that family's claims list in the ledger ``<root>/<profile>/claims.json``.
     Candidates are the current result files whose spec still resolves to the configuration they
-    store (so that ``one`` recomputes exactly that configuration). Returns the report, also written
-    to ``<out>/verify.json``; ``out`` (default: a new temporary folder) also holds the recomputed
-    results and run directories."""
+    store (so that ``one`` recomputes exactly that configuration). With ``other_machine``, results
+    that are stale here only because the environment differs (torch version, data bytes; the code
+    is the same) are candidates too, and each row says why (``cached_state_here``). Returns the
+    report, also written to ``<out>/verify.json`` after every run (``complete`` false until the
+    end); ``out`` (default: a new temporary folder) also holds the recomputed results and run
+    directories."""
     if (sample is None) == (claims is None):
         raise ValueError("give either sample=K (random results) or claims=FAMILY (the results of the ledger's "
                          f"claims of that family), not {'both' if sample is not None else 'neither'}")
@@ -106,9 +122,12 @@ def verify(profile: str, sample: Optional[int] = None, *, claims: Optional[str] 
     for path in sorted(f for f in base.glob("*/*.json") if not f.name.startswith(".")):
         if wanted is not None and _study_relative(path) not in wanted:
             continue
-        record, _ = check_result(path, data_memo=memo)
+        record, state = check_result(path, data_memo=memo)
+        if record is None and other_machine:
+            record = _environment_only(path, state)
         if record is None:
             continue
+        record = dict(record, _state_here=state)
         try:
             spec = RunSpec.from_dict(record["spec"])
             same = result_key(spec, prof) == record["key"]
@@ -137,6 +156,7 @@ def verify(profile: str, sample: Optional[int] = None, *, claims: Optional[str] 
                GCA_RUNS_DIR=str((work / "runs").resolve()))
     report: dict[str, Any] = {
         "profile": prof, "sample": sample, "claims": claims, "seed": seed, "workers": workers,
+        "other_machine": other_machine,
         "n_candidates": len(current), "n_not_recomputable": skipped, "folder": str(work),
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpu": cpu_model(), "blas": blas_info(), "cpu_count": os.cpu_count()}, "runs": [],
@@ -150,7 +170,8 @@ def verify(profile: str, sample: Optional[int] = None, *, claims: Optional[str] 
         again_path = result_path(spec, prof, record["key"], root=work / "results")
         row: dict[str, Any] = {"run": spec.label, "cached": str(path), "result": _study_relative(path),
                                "recomputed": str(again_path), "seconds": time.time() - t0,
-                               "cached_machine": _machine(record.get("provenance"))}
+                               "cached_machine": _machine(record.get("provenance")),
+                               "cached_state_here": record["_state_here"]}
         if proc.returncode != 0 or not again_path.is_file():
             lines = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()
             row["status"] = f"failed (exit {proc.returncode}): {lines[-1]}"
