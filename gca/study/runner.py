@@ -319,7 +319,8 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"every result the ledger's claims of FAMILY list ({', '.join(FAMILIES)})")
     p.add_argument("--workers", type=_positive_int, default=1, help="runs at a time (default 1)")
     p.add_argument("--other-machine", action="store_true",
-                   help="also recompute results that are stale here only because torch or the data bytes differ")
+                   help="on another machine with the same checkout: also recompute results whose code fingerprint "
+                        "(torch, Python version) or data checksum differ there")
     p.add_argument("--seed", type=int, default=0, help="seed of the random draw (default 0)")
     p.add_argument("--out", default=None, help="folder for the recomputed results and verify.json "
                                                 "(default: a new temporary folder)")

@@ -25,7 +25,6 @@ from typing import Any, Mapping, Optional, Sequence
 from gca.provenance import blas_info, cpu_model
 from gca.study.cache import check_result, result_key, result_path
 from gca.study.claims import FAMILIES, read_claims
-from gca.study.fingerprint import fingerprint_changes
 from gca.study.paths import REPO_ROOT, results_root
 from gca.study.plan import RunSpec, study_profile
 from gca.study.stats import mde_from_se, paired_comparison, verdict, welch_comparison
@@ -78,15 +77,14 @@ def _claimed_results(family: str, ledger: Path) -> set[str]:
 
 
 def _environment_only(path: Path, state: str) -> Optional[dict]:
-    """The record of a result that is stale here only because this machine's environment differs
-    (another torch version, data decoded to other bytes), else ``None``: a code change disqualifies."""
+    """The record of a result that is stale here only through this machine's environment, else
+    ``None``. On another machine the checkout is the same but the environment is not: another torch
+    version, data decoded to other bytes, and another Python, whose ``ast`` gives the same source
+    other function hashes (the fingerprint is exact within one Python version). The report keeps
+    each reason (``cached_state_here``); the caller vouches that the checkout is the same."""
     if not (state.startswith("stale: code changed") or state.startswith("stale: data changed")):
         return None
-    record = json.loads(path.read_text())
-    if state.startswith("stale: code changed"):
-        if not all(c.startswith("torch ") for c in fingerprint_changes(record["code"])):
-            return None
-    return record
+    return json.loads(path.read_text())
 
 
 def verify(profile: str, sample: Optional[int] = None, *, claims: Optional[str] = None, seed: int = 0,
@@ -99,9 +97,9 @@ def verify(profile: str, sample: Optional[int] = None, *, claims: Optional[str] 
     Which results: ``sample`` random ones (drawn with ``seed``), or with ``claims="primary"`` (a
     family) every result that family's claims list in the ledger ``<root>/<profile>/claims.json``.
     Candidates are the current result files whose spec still resolves to the configuration they
-    store (so that ``one`` recomputes exactly that configuration). With ``other_machine``, results
-    that are stale here only because the environment differs (torch version, data bytes; the code
-    is the same) are candidates too, and each row says why (``cached_state_here``). Returns the
+    store (so that ``one`` recomputes exactly that configuration). With ``other_machine`` (on
+    another machine, with the same checkout), results whose code fingerprint or data checksum
+    differ there are candidates too, and each row says why (``cached_state_here``). Returns the
     report, also written to ``<out>/verify.json`` after every run (``complete`` false until the
     end); ``out`` (default: a new temporary folder) also holds the recomputed results and run
     directories."""
