@@ -99,10 +99,12 @@ def main(argv=None) -> int:
     for dotted, s in summary["spread"].items():
         lines.append(f"| {dotted} | {s['n']} | {s['mean']:+.5f} | {s['sd'] if s['sd'] is None else round(s['sd'], 5)} "
                      f"| {s['max_abs']:.5f} | {s['n_identical']} |")
-    lines += ["", "| claim | n | effect | 95 % CI | verdict here | ledger |", "|---|---|---|---|---|---|"]
+    lines += ["", "| claim | n | cached: effect [95 % CI], verdict | recomputed here: effect [95 % CI], verdict |",
+              "|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['id']} | {r['n']} | {r['effect']:+.2f} | [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] "
-                     f"| {r['verdict']} | {r['ledger_verdict']} ({r['ledger_effect']:+.2f}) |")
+        cells = [f"{x['effect']:+.2f} [{x['ci_low']:+.2f}, {x['ci_high']:+.2f}], {x['verdict']}"
+                 for x in (r["here"], r["there"])]
+        lines.append(f"| {r['id']} | {r['n']} | {cells[0]} | {cells[1]} |")
     (out / "cross_machine.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
     return 0

@@ -28,33 +28,44 @@ def _claim(cid, files0, files1, effect=None, verdict="not detected", paper_effec
             "collapsed_excluded": list(excluded), "preregistration_sha256": "0" * 64}
 
 
-def _report(values):
+def _report(cached, recomputed=None):
+    recomputed = cached if recomputed is None else recomputed
     return {"runs": [{"run": f, "status": "recomputed", "cached": "/elsewhere/" + f, "result": f,
-                      "metrics": {"metrics.linear_accuracy": {"cached": v, "recomputed": v, "difference": 0.0}}}
-                     for f, v in values.items()]}
+                      "metrics": {"metrics.linear_accuracy": {"cached": v, "recomputed": recomputed[f],
+                                                              "difference": recomputed[f] - v}}}
+                     for f, v in cached.items()]}
 
 
-def test_claims_on_recomputed_is_the_paired_t_interval_of_the_recomputed_numbers():
+def _interval(d):
+    d = np.asarray(d)
+    half = st.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return d.mean(), d.mean() - half, d.mean() + half
+
+
+def test_claims_on_recomputed_is_the_paired_t_interval_of_each_sides_numbers():
     rng = np.random.default_rng(0)
     a, b = 0.40 + 0.01 * rng.standard_normal(6), 0.39 + 0.01 * rng.standard_normal(6)
+    a2, b2 = a + 0.01 * rng.standard_normal(6), b + 0.01 * rng.standard_normal(6)  # "another machine"
     fa = [f"results/cpu/standard/a-s{i}.json" for i in range(6)]
     fb = [f"results/cpu/standard/b-s{i}.json" for i in range(6)]
-    values = {**dict(zip(fa, a)), **dict(zip(fb, b))}
-    claims = [_claim("c1", fa, fb, effect=1.0, verdict="reproduced"),
+    cached = {**dict(zip(fa, a)), **dict(zip(fb, b))}
+    again = {**dict(zip(fa, a2)), **dict(zip(fb, b2))}
+    extra = ["results/cpu/standard/a-s9.json"], ["results/cpu/standard/b-s9.json"]
+    claims = [_claim("c1", fa, fb),
               _claim("c2", fa, fb, excluded=(fa[0], fb[0])),  # the ledger's exclusions stay excluded
-              _claim("c3", fa + ["results/cpu/standard/a-s9.json"], fb + ["results/cpu/standard/b-s9.json"])]
-    rows = {r["id"]: r for r in claims_on_recomputed(claims, _report(values))}
-    assert set(rows) == {"c1", "c2"}  # c3 lists a file the report did not recompute
-    for cid, keep in (("c1", slice(0, 6)), ("c2", slice(1, 6))):
-        d = 100 * (a[keep] - b[keep])
-        half = st.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+              _claim("c3", fa + extra[0], fb + extra[1]),  # a pair not recomputed: the others are used
+              dict(_claim("c4", fa, fb), metric="metrics.domain_accuracy")]  # not a verified metric
+    rows = {r["id"]: r for r in claims_on_recomputed(claims, _report(cached, again))}
+    assert set(rows) == {"c1", "c2", "c3"}
+    for cid, keep in (("c1", slice(0, 6)), ("c2", slice(1, 6)), ("c3", slice(0, 6))):
         r = rows[cid]
-        assert r["n"] == len(d)
-        assert r["effect"] == pytest.approx(d.mean(), abs=1e-9)
-        assert (r["ci_low"], r["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half), abs=1e-9)
-        expected = ("reproduced" if d.mean() - half > 0 else "contradicted" if d.mean() + half < 0 else "not detected")
-        assert r["verdict"].split(",")[0] == expected
-    assert rows["c1"]["same_verdict"] is (rows["c1"]["verdict"] == "reproduced")
+        assert r["n"] == len(a[keep])
+        for side, (x, y) in (("here", (a, b)), ("there", (a2, b2))):
+            mean, lo, hi = _interval(100 * (x[keep] - y[keep]))
+            assert (r[side]["effect"], r[side]["ci_low"], r[side]["ci_high"]) == pytest.approx((mean, lo, hi), abs=1e-9)
+            expected = "reproduced" if lo > 0 else "contradicted" if hi < 0 else "not detected"
+            assert r[side]["verdict"].split(",")[0] == expected
+        assert r["same_verdict"] is (r["here"]["verdict"] == r["there"]["verdict"])
 
 
 def test_verify_argument_errors():
@@ -92,7 +103,8 @@ def test_verify_recomputes_every_result_of_the_primary_claims_two_at_a_time(tmp_
     (row,) = claims_on_recomputed([claim], report)
     cached = {f: json.loads((tmp_path / f).read_text())["metrics"]["linear_accuracy"] for f in files.values()}
     d = [100 * (cached[x] - cached[y]) for x, y in zip(*[arm["results"] for arm in claim["arms"]])]
-    assert row["effect"] == pytest.approx(np.mean(d), abs=1e-9) and row["n"] == 2
+    assert row["here"]["effect"] == pytest.approx(np.mean(d), abs=1e-9) and row["n"] == 2
+    assert row["there"] == row["here"] and row["same_verdict"]  # bit-identical recomputation
     # Another machine's torch: every cached result is stale there; --other-machine still recomputes
     # them (same code), and says why each was stale.
     import gca.study.fingerprint as fingerprint

@@ -219,42 +219,56 @@ def verify_table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _compare(arms: Sequence[Sequence[float]], paired: bool, paper_effect, margin) -> Optional[dict[str, Any]]:
+    a, b = arms
+    if min(len(a), len(b)) < 2:
+        return None
+    cmp = paired_comparison(a, b) if paired else welch_comparison(a, b)
+    if cmp.ci_low is None:
+        return None
+    return {"effect": cmp.effect, "ci_low": cmp.ci_low, "ci_high": cmp.ci_high, "mde": mde_from_se(cmp.se, cmp.df),
+            "verdict": verdict(cmp.ci_low, cmp.ci_high, paper_effect, margin=margin)}
+
+
 def claims_on_recomputed(claims: Sequence[Mapping[str, Any]], report: Mapping[str, Any], *,
                          margins: Optional[Mapping[str, float]] = None) -> list[dict[str, Any]]:
-    """The ledger's ``claims`` recomputed from the numbers of a :func:`verify` report alone.
+    """The ledger's ``claims`` on the runs a :func:`verify` report recomputed, from the cached numbers
+    (``here``) and from the recomputed ones alone (``there``), side by side.
 
-    A claim is recomputed when every result file it lists (both arms) was recomputed and its metric
-    is one of :data:`VERIFY_METRICS`; the runs the ledger excluded (``collapsed_excluded``) stay
-    excluded with their pairs; the test and the verdict rule are the ledger's (paired t or Welch,
-    95 % interval, :func:`gca.study.stats.verdict`; ``margins`` maps a no-difference claim's id to
-    its equivalence margin). Returns one row per recomputed claim: ``id``, ``n``, ``effect``,
-    ``ci_low``, ``ci_high``, ``mde``, ``verdict`` (this machine) and ``ledger_effect``,
-    ``ledger_verdict`` (the committed ledger), ``same_verdict``.
+    Each claim uses the results of its lists that the report recomputed — for a paired claim the
+    pairs whose two results were both recomputed, in the ledger's order — minus the runs the ledger
+    excluded (``collapsed_excluded``, with their pairs); claims whose metric is not one of
+    :data:`VERIFY_METRICS` or with fewer than two usable runs per arm are left out. The test and the
+    verdict rule are the ledger's (paired t or Welch, 95 % interval, :func:`gca.study.stats.verdict`;
+    ``margins`` maps a no-difference claim's id to its equivalence margin). Returns one row per
+    claim: ``id``, ``family``, ``n`` (pairs, or runs per arm), ``here`` and ``there`` (``effect``,
+    ``ci_low``, ``ci_high``, ``mde``, ``verdict``) and ``same_verdict``.
     """
     metrics = {d for _, d in VERIFY_METRICS}
-    values: dict[str, dict[str, float]] = {}
+    cached: dict[str, dict[str, float]] = {}
+    again: dict[str, dict[str, float]] = {}
     for row in report.get("runs", ()):
         if row.get("status") == "recomputed":
             key = row.get("result") or _study_relative(Path(row["cached"]))
-            values[key] = {d: m["recomputed"] for d, m in row["metrics"].items()}
+            cached[key] = {d: m["cached"] for d, m in row["metrics"].items()}
+            again[key] = {d: m["recomputed"] for d, m in row["metrics"].items()}
     out = []
     for c in claims:
-        files = [arm["results"] for arm in c["arms"]]
-        if c["metric"] not in metrics or not all(p in values for arm in files for p in arm):
+        if c["metric"] not in metrics:
             continue
         excluded = set(c.get("collapsed_excluded") or ())
-        if c.get("pairing") == "seed":
-            pairs = [(a, b) for a, b in zip(*files) if a not in excluded and b not in excluded]
-            arm0, arm1 = [[values[p][c["metric"]] * c["scale"] for p in arm] for arm in zip(*pairs)] if pairs else ([], [])
-            cmp = paired_comparison(arm0, arm1) if len(pairs) >= 2 else None
-        else:
-            arm0, arm1 = ([values[p][c["metric"]] * c["scale"] for p in arm if p not in excluded] for arm in files)
-            cmp = welch_comparison(arm0, arm1) if min(len(arm0), len(arm1)) >= 2 else None
-        if cmp is None or cmp.ci_low is None:
+        ok = [[p for p in arm["results"] if p in again and p not in excluded] for arm in c["arms"]]
+        paired = c.get("pairing") == "seed"
+        if paired:
+            pairs = [(x, y) for x, y in zip(*(arm["results"] for arm in c["arms"]))
+                     if x in again and y in again and x not in excluded and y not in excluded]
+            ok = [[x for x, _ in pairs], [y for _, y in pairs]]
+        sides = {}
+        for side, values in (("here", cached), ("there", again)):
+            arms = [[values[p][c["metric"]] * c["scale"] for p in files] for files in ok]
+            sides[side] = _compare(arms, paired, c["paper_effect"], (margins or {}).get(c["id"]))
+        if sides["here"] is None or sides["there"] is None:
             continue
-        v = verdict(cmp.ci_low, cmp.ci_high, c["paper_effect"], margin=(margins or {}).get(c["id"]))
-        out.append({"id": c["id"], "family": c["family"], "n": cmp.n, "effect": cmp.effect, "ci_low": cmp.ci_low,
-                    "ci_high": cmp.ci_high, "mde": mde_from_se(cmp.se, cmp.df), "verdict": v,
-                    "ledger_effect": c.get("effect"), "ledger_verdict": c.get("verdict"),
-                    "same_verdict": v == c.get("verdict")})
+        out.append({"id": c["id"], "family": c["family"], "n": len(ok[0]), **sides,
+                    "same_verdict": sides["here"]["verdict"] == sides["there"]["verdict"]})
     return out
