@@ -152,3 +152,23 @@ def test_executes_at_smoke_profile(path, tmp_path, monkeypatch):
     else:
         assert float(glued["nb03_spread_gca_min"]) < 1e-9  # GCA-INCE's columns are balanced
         assert float(glued["nb03_rate_lo"]) < float(glued["nb03_rate_0"]) < float(glued["nb03_rate_hi"])
+
+
+_GLUE_FIGURE = re.compile(r"```\{glue:figure\}\s+fig-([a-z0-9-]+)\n(.*?)```", re.S)
+
+
+def test_every_figure_is_captioned_with_its_id_and_how_to_cite_and_redraw_it():
+    """Each ``glue:figure`` of the book has a caption that ends with its stable id, where its
+    sidecar lists its inputs, and the command that redraws it (issue 13 item 1), and shows a
+    figure some notebook saves under that id."""
+    saved = {fid for path in ALL_NOTEBOOKS for src in _code(path) for fid in _SAVE_FIGURE_ID.findall(src)}
+    shown = set()
+    for path in ALL_NOTEBOOKS:
+        text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+        for fid, body in _GLUE_FIGURE.findall(text):
+            shown.add(fid)
+            caption = " ".join(line for line in body.splitlines() if line and not line.startswith(":"))
+            assert f"Figure `{fid}`" in caption and f"sidecar `build/figures/{fid}.json`" in caption \
+                and f"`gca figure {fid}`" in caption, f"{path.name}: the caption of {fid} lacks its id or cite line"
+    assert shown <= saved, f"glued but never saved: {sorted(shown - saved)}"
+    assert shown, "no glue:figure found"
