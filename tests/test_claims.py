@@ -19,13 +19,13 @@ from gca.study.claims import (
     claims_table_markdown,
     failed_to_train,
     is_collapsed,
-    load_preregistration,
     read_claims,
-    validate_preregistration,
     verify_claims,
     write_claims,
 )
-from gca.study.stats import NOT_TESTED, REPRODUCED, holm, paired_comparison, verdict, welch_comparison
+from gca.study.preregistration import load_preregistration, validate_preregistration
+from gca.study.stats import (NOT_TESTED, REPRODUCED, holm, minimum_detectable_effect, paired_comparison, verdict,
+                             welch_comparison)
 
 DATA = Path(__file__).parent / "data"
 PREREG = DATA / "prereg_example.yaml"
@@ -205,7 +205,7 @@ def test_build_claim_paired(study):
     assert (c["effect"], c["ci_low"], c["ci_high"], c["p"], c["n"]) == pytest.approx(
         (ref.effect, ref.ci_low, ref.ci_high, ref.p, 10), rel=1e-12)
     assert c["verdict"] == verdict(ref.ci_low, ref.ci_high, 1.15) and c["verdict"].startswith(REPRODUCED)
-    assert c["mde"] == pytest.approx(cl.minimum_detectable_effect(ref.sd, 10), rel=1e-9)
+    assert c["mde"] == pytest.approx(minimum_detectable_effect(ref.sd, 10), rel=1e-9)
     assert c["p_holm"] is None and c["collapsed_excluded"] == [] and c["preregistration_sha256"] == sha
     assert (c["scale"], c["pairing"], c["paper_effect"]) == (100, "seed", 1.15)
 

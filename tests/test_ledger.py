@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from gca.study import ledger
-from gca.study.claims import load_preregistration, read_claims, verify_claims
+from gca.study.claims import read_claims, verify_claims
+from gca.study.preregistration import load_preregistration
 from gca.study.run import Results
 
 PREREG = Path(__file__).resolve().parent.parent / "results" / "cpu" / "preregistration.yaml"

@@ -95,7 +95,7 @@ def test_the_cpu_study_is_the_preregistered_design():
     claim is a run set of the plan with at least the family's number of seeds."""
     from pathlib import Path
 
-    from gca.study.claims import load_preregistration
+    from gca.study.preregistration import load_preregistration
 
     prereg, _ = load_preregistration(Path(__file__).resolve().parent.parent / "results/cpu/preregistration.yaml")
     cpu = study_settings("cpu")

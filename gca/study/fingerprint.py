@@ -84,6 +84,7 @@ UNTRACKED: Mapping[str, str] = {
     "gca.study.cost": "step-time measurements for the book, not part of a run",
     "gca.study.stats": "statistics over cached results",
     "gca.study.claims": "the claims ledger over cached results",
+    "gca.study.preregistration": "reads and validates the pre-registration (no run reads it)",
     "gca.study.ledger": "builds the claims ledger from cached results",
 }
 #: Version of the fingerprint format (1: ``{"files", "functions": {"path::name": hash}}``, before gca.study).

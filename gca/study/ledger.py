@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from gca.methods import get_method
-from gca.study.claims import apply_holm, build_claim, load_preregistration, metric_value, write_claims
+from gca.study.claims import apply_holm, build_claim, metric_value, write_claims
+from gca.study.preregistration import load_preregistration
 from gca.study.paths import REPO_ROOT, results_root
 from gca.study.plan import study_plan, study_profile
 from gca.study.run import get_results

@@ -30,7 +30,8 @@ from gca.study.cache import RunClaimedError, check_result, in_progress, result_k
 from gca.study.fingerprint import CodeTracker, source_version
 from gca.study.paths import REPO_ROOT, results_root
 from gca.study.plan import EXPERIMENTS, RunSpec, study_plan, study_profile
-from gca.study.claims import FAMILIES, claims_table_markdown, verify_claims
+from gca.study.claims import claims_table_markdown, verify_claims
+from gca.study.preregistration import FAMILIES
 from gca.study.ledger import write_ledger
 from gca.study.run import run_or_reuse
 from gca.study.verify import VERIFY_METRICS, WORKER_ENV, one_command, verify, verify_table

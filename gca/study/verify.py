@@ -24,7 +24,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 from gca.provenance import blas_info, cpu_model
 from gca.study.cache import check_result, result_key, result_path
-from gca.study.claims import FAMILIES, read_claims
+from gca.study.claims import read_claims
+from gca.study.preregistration import FAMILIES
 from gca.study.paths import REPO_ROOT, results_root
 from gca.study.plan import RunSpec, study_profile
 from gca.study.stats import mde_from_se, paired_comparison, verdict, welch_comparison
