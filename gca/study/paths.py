@@ -1,7 +1,7 @@
 """Where the study reads and writes: the repository, its results, its run directories, its data.
 
 Every location can be moved by an environment variable, so that tests, a second checkout or a
-verification (:func:`gca.study.runner.verify`) never touch the committed results.
+verification (:func:`gca.study.verify.verify`) never touch the committed results.
 """
 
 from __future__ import annotations
