@@ -441,3 +441,21 @@ def test_re_estimated_size_is_the_fewest_seeds_reaching_the_target():
 def test_re_estimate_validation_names_the_problem(entry, match):
     with pytest.raises(ValueError, match=match):
         validate_preregistration(_with_re_estimate(**entry), source="x.yaml")
+
+
+def _with_replacement(**entry):
+    data = _with_re_estimate()
+    r = {"claim": "gca-ince-vs-ince", "planned_n": 19, "excluded_pairs": 2, "n": 21, "reason": "two runs failed"}
+    r.update(entry)
+    data["sample_sizes"]["primary"]["replacements"] = [r]
+    return data
+
+
+def test_replaced_pairs_add_one_seed_per_excluded_pair_to_the_claims_size():
+    validate_preregistration(_with_replacement(), source="x.yaml")  # 19 re-estimated + 2 replaced
+    with pytest.raises(ValueError, match=r"n = 22 must be planned_n \+ excluded_pairs = 21"):
+        validate_preregistration(_with_replacement(n=22), source="x.yaml")
+    with pytest.raises(ValueError, match="planned_n = 10 but the claim's size is 19"):
+        validate_preregistration(_with_replacement(planned_n=10, n=12), source="x.yaml")
+    with pytest.raises(ValueError, match="excluded_pairs = 0"):
+        validate_preregistration(_with_replacement(excluded_pairs=0, n=19), source="x.yaml")

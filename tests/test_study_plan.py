@@ -106,16 +106,27 @@ def test_the_cpu_study_is_the_preregistered_design():
             seeds = {s.seed for s in plan if s.experiment == arm["experiment"] and s.method == arm["method"]
                      and s.tag == arm.get("tag", "")}
             assert len(seeds) >= cpu.seeds[claim["family"]], (claim["id"], arm)
-    # Re-estimated sizes (version 4): each claim's two arms get the re-estimated seeds.
-    re_est = {r["claim"]: r["n"] for f in prereg["sample_sizes"].values() for r in f.get("re_estimated", ())}
-    assert re_est, "the committed pre-registration re-estimates two primary sizes"
+    # Re-estimated sizes (v4, v5) and replaced pairs (v5): both arms of each such claim get at least
+    # its new size, and no run set gets more seeds than some claim asks of it.
+    sizes = prereg["sample_sizes"].values()
+    need = {r["claim"]: r["n"] for f in sizes for r in f.get("re_estimated", ())}
+    need.update({r["claim"]: r["n"] for f in sizes for r in f.get("replacements", ())})
+    assert need, "the committed pre-registration re-estimates sizes"
+    asked = {}
     for claim in prereg["claims"]:
-        if claim["id"] in re_est:
-            for arm in claim["arms"]:
-                assert cpu.extra_seeds[f"{arm['experiment']}/{arm['method']}"] == re_est[claim["id"]], claim["id"]
+        for arm in claim["arms"]:
+            run_set = f"{arm['experiment']}/{arm['method']}"
+            n = need.get(claim["id"], cpu.seeds[claim["family"]])
+            asked[run_set] = max(asked.get(run_set, 0), n)
+            seeds = {s.seed for s in plan if s.experiment == arm["experiment"] and s.method == arm["method"]
+                     and s.tag == arm.get("tag", "")}
+            assert len(seeds) >= n, (claim["id"], run_set, len(seeds), n)
+    for run_set, n in cpu.extra_seeds.items():
+        if run_set != "standard/untrained":
+            assert n == asked[run_set], (run_set, n, asked[run_set])
     floor = {s.seed for s in plan if s.method == "untrained" and s.experiment == "standard"}
     assert floor == set(range(cpu.max_seeds))  # the untrained floor covers every seed
-    assert len(plan) == 235 and len(study_plan("smoke")) == 41  # changing the design is a new pre-registration
+    assert len(plan) == 269 and len(study_plan("smoke")) == 41  # changing the design is a new pre-registration
 
 
 def test_keys_follow_the_resolved_config():

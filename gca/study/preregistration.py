@@ -171,6 +171,9 @@ def validate_preregistration(data: Any, *, source: str = "pre-registration") -> 
                                  f"{need} seeds reach it")
         for j, r in enumerate(s.get("re_estimated", ())):
             _validate_re_estimate(r, f"{where}.re_estimated[{j}]", family, n, target, resolved, alpha, power)
+        planned = {r["claim"]: r["n"] for r in s.get("re_estimated", ())}
+        for j, r in enumerate(s.get("replacements", ())):
+            _validate_replacement(r, f"{where}.replacements[{j}]", family, planned.get(r.get("claim"), n), resolved)
     return out
 
 
@@ -194,6 +197,23 @@ def _validate_re_estimate(r: Any, where: str, family: str, n_family: int, target
     _need(_text(r["reason"]), f"{where}.reason must say why the size was re-estimated")
     need = max(n_family, seeds_needed(sd, goal, alpha=alpha, power=power, paired=True))
     _need(n == need, f"{where}.n = {n} but {need} seeds are the fewest whose MDE at interim_sd {sd} is ≤ {goal}")
+
+
+def _validate_replacement(r: Any, where: str, family: str, planned_n: int, claims: list) -> None:
+    """Excluded pairs replaced by further seeds: ``{claim, planned_n, excluded_pairs, n, reason}`` with
+    ``n = planned_n + excluded_pairs`` (one further seed per pair the exclusion rules removed; the
+    replacements themselves are not replaced) and ``planned_n`` the claim's size before."""
+    _need(isinstance(r, Mapping), f"{where} must be a mapping with claim, planned_n, excluded_pairs, n, reason")
+    missing = sorted({"claim", "planned_n", "excluded_pairs", "n", "reason"} - set(r))
+    _need(not missing, f"{where}: missing key(s) {', '.join(missing)}")
+    ids = {c["id"]: c for c in claims}
+    _need(r["claim"] in ids and ids[r["claim"]]["family"] == family,
+          f"{where}.claim = {r['claim']!r} is not a claim of family {family!r}")
+    k = r["excluded_pairs"]
+    _need(isinstance(k, int) and not isinstance(k, bool) and k >= 1, f"{where}.excluded_pairs = {k!r} must be an integer ≥ 1")
+    _need(r["planned_n"] == planned_n, f"{where}.planned_n = {r['planned_n']!r} but the claim's size is {planned_n}")
+    _need(r["n"] == planned_n + k, f"{where}.n = {r['n']!r} must be planned_n + excluded_pairs = {planned_n + k}")
+    _need(_text(r["reason"]), f"{where}.reason must say which pairs were excluded and why")
 
 
 def _validate_claim_spec(c: Any, where: str, default_margin: Optional[float]) -> dict:
