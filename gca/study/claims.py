@@ -39,7 +39,8 @@ from gca.study.preregistration import (
 from gca.study.stats import NOT_TESTED, VERDICTS, holm, mde_from_se, paired_comparison, verdict, welch_comparison
 
 __all__ = [
-    "CLAIM_KEYS", "metric_value", "is_collapsed", "failed_to_train", "build_claim", "apply_holm", "write_claims",
+    "CLAIM_KEYS", "metric_value", "is_collapsed", "failed_to_train", "build_claim", "compare_arms", "apply_holm",
+    "write_claims",
     "read_claims", "verify_claims", "claims_table_markdown",
 ]
 
@@ -254,16 +255,24 @@ def _build(spec: Mapping, paths_by_arm: Sequence[Sequence[PathLike]], sha: str, 
     }
     if not kept[0] or not kept[1]:
         return claim
-    alpha, power = spec.get("alpha", 0.05), spec.get("power", 0.8)
-    cmp = (paired_comparison if paired else welch_comparison)(kept[0], kept[1], alpha=alpha)
-    claim.update(effect=cmp.effect, n=cmp.n)
-    if cmp.ci_low is None:  # n < 2
-        return claim
-    claim.update(ci_low=cmp.ci_low, ci_high=cmp.ci_high, p=cmp.p,
-                 mde=mde_from_se(cmp.se, cmp.df, alpha=alpha, power=power),
-                 verdict=verdict(cmp.ci_low, cmp.ci_high, spec["paper_effect"],
-                                 margin=spec.get("equivalence_margin")))
+    claim.update(compare_arms(kept[0], kept[1], paired=paired, paper_effect=spec["paper_effect"],
+                              margin=spec.get("equivalence_margin"), alpha=spec.get("alpha", 0.05),
+                              power=spec.get("power", 0.8)))
     return claim
+
+
+def compare_arms(arm0: Sequence[float], arm1: Sequence[float], *, paired: bool, paper_effect: Optional[float],
+                 margin: Optional[float] = None, alpha: float = 0.05, power: float = 0.8) -> dict:
+    """The pre-registered test and verdict of two arms' values (points, pairs aligned when
+    ``paired``): ``effect`` and ``n``, and with at least two pairs (runs per arm) ``ci_low``,
+    ``ci_high``, ``p``, ``mde`` and ``verdict`` (:func:`gca.study.stats.verdict`)."""
+    cmp = (paired_comparison if paired else welch_comparison)(arm0, arm1, alpha=alpha)
+    out = {"effect": cmp.effect, "n": cmp.n}
+    if cmp.ci_low is not None:  # n >= 2
+        out.update(ci_low=cmp.ci_low, ci_high=cmp.ci_high, p=cmp.p,
+                   mde=mde_from_se(cmp.se, cmp.df, alpha=alpha, power=power),
+                   verdict=verdict(cmp.ci_low, cmp.ci_high, paper_effect, margin=margin))
+    return out
 
 
 def apply_holm(claims: Sequence[Mapping]) -> list[dict]:

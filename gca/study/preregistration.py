@@ -177,17 +177,22 @@ def validate_preregistration(data: Any, *, source: str = "pre-registration") -> 
     return out
 
 
+def _check_size_entry(r: Any, where: str, keys: tuple, family: str, claims: list) -> None:
+    """An entry of ``sample_sizes.<family>`` lists: a mapping with ``keys``, naming a claim of ``family``."""
+    _need(isinstance(r, Mapping), f"{where} must be a mapping with {', '.join(keys)}")
+    missing = sorted(set(keys) - set(r))
+    _need(not missing, f"{where}: missing key(s) {', '.join(missing)}")
+    ids = {c["id"]: c for c in claims}
+    _need(r["claim"] in ids and ids[r["claim"]]["family"] == family,
+          f"{where}.claim = {r['claim']!r} is not a claim of family {family!r}")
+
+
 def _validate_re_estimate(r: Any, where: str, family: str, n_family: int, target: Optional[float],
                           claims: list, alpha: float, power: float) -> None:
     """A sample size re-estimated from an interim sd (internal pilot, Wittes & Brittain 1990):
     ``{claim, interim_n, interim_sd, target, n, reason}`` with ``n`` the fewest seeds whose MDE at
     the interim sd is ≤ ``target`` (itself ≤ the family's ``mde_target``), never fewer than the family's."""
-    _need(isinstance(r, Mapping), f"{where} must be a mapping with claim, interim_n, interim_sd, target, n, reason")
-    missing = sorted({"claim", "interim_n", "interim_sd", "target", "n", "reason"} - set(r))
-    _need(not missing, f"{where}: missing key(s) {', '.join(missing)}")
-    ids = {c["id"]: c for c in claims}
-    _need(r["claim"] in ids and ids[r["claim"]]["family"] == family,
-          f"{where}.claim = {r['claim']!r} is not a claim of family {family!r}")
+    _check_size_entry(r, where, ("claim", "interim_n", "interim_sd", "target", "n", "reason"), family, claims)
     n, sd, goal = r["n"], r["interim_sd"], r["target"]
     _need(isinstance(n, int) and not isinstance(n, bool) and n >= n_family,
           f"{where}.n = {n!r} must be an integer ≥ the family's n ({n_family})")
@@ -203,12 +208,7 @@ def _validate_replacement(r: Any, where: str, family: str, planned_n: int, claim
     """Excluded pairs replaced by further seeds: ``{claim, planned_n, excluded_pairs, n, reason}`` with
     ``n = planned_n + excluded_pairs`` (one further seed per pair the exclusion rules removed; the
     replacements themselves are not replaced) and ``planned_n`` the claim's size before."""
-    _need(isinstance(r, Mapping), f"{where} must be a mapping with claim, planned_n, excluded_pairs, n, reason")
-    missing = sorted({"claim", "planned_n", "excluded_pairs", "n", "reason"} - set(r))
-    _need(not missing, f"{where}: missing key(s) {', '.join(missing)}")
-    ids = {c["id"]: c for c in claims}
-    _need(r["claim"] in ids and ids[r["claim"]]["family"] == family,
-          f"{where}.claim = {r['claim']!r} is not a claim of family {family!r}")
+    _check_size_entry(r, where, ("claim", "planned_n", "excluded_pairs", "n", "reason"), family, claims)
     k = r["excluded_pairs"]
     _need(isinstance(k, int) and not isinstance(k, bool) and k >= 1, f"{where}.excluded_pairs = {k!r} must be an integer ≥ 1")
     _need(r["planned_n"] == planned_n, f"{where}.planned_n = {r['planned_n']!r} but the claim's size is {planned_n}")

@@ -24,11 +24,10 @@ from typing import Any, Mapping, Optional, Sequence
 
 from gca.provenance import blas_info, cpu_model
 from gca.study.cache import check_result, result_key, result_path
-from gca.study.claims import read_claims
+from gca.study.claims import compare_arms, read_claims
 from gca.study.preregistration import FAMILIES
 from gca.study.paths import REPO_ROOT, results_root
 from gca.study.plan import RunSpec, study_profile
-from gca.study.stats import mde_from_se, paired_comparison, verdict, welch_comparison
 
 __all__ = ["VERIFY_METRICS", "verify", "verify_table", "claims_on_recomputed"]
 
@@ -126,14 +125,13 @@ def verify(profile: str, sample: Optional[int] = None, *, claims: Optional[str] 
             record = _environment_only(path, state)
         if record is None:
             continue
-        record = dict(record, _state_here=state)
         try:
             spec = RunSpec.from_dict(record["spec"])
             same = result_key(spec, prof) == record["key"]
         except (KeyError, TypeError, ValueError):
             same = False
         if same:
-            current.append((spec, path, record))
+            current.append((spec, path, record, state))
         else:  # the study's settings changed since: ``one`` would compute another configuration
             skipped += 1
     if not current:
@@ -162,7 +160,7 @@ def verify(profile: str, sample: Optional[int] = None, *, claims: Optional[str] 
     }
 
     def recompute(item) -> dict[str, Any]:
-        spec, path, record = item
+        spec, path, record, state_here = item
         t0 = time.time()
         proc = subprocess.run(one_command(prof, spec), cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                               timeout=timeout_s)
@@ -170,7 +168,7 @@ def verify(profile: str, sample: Optional[int] = None, *, claims: Optional[str] 
         row: dict[str, Any] = {"run": spec.label, "cached": str(path), "result": _study_relative(path),
                                "recomputed": str(again_path), "seconds": time.time() - t0,
                                "cached_machine": _machine(record.get("provenance")),
-                               "cached_state_here": record["_state_here"]}
+                               "cached_state_here": state_here}
         if proc.returncode != 0 or not again_path.is_file():
             lines = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()
             row["status"] = f"failed (exit {proc.returncode}): {lines[-1]}"
@@ -192,7 +190,7 @@ def verify(profile: str, sample: Optional[int] = None, *, claims: Optional[str] 
         os.replace(tmp, work / "verify.json")
 
     t_start = time.time()
-    order = {str(path): i for i, (_, path, _) in enumerate(chosen)}
+    order = {str(path): i for i, (_, path, _, _) in enumerate(chosen)}
     with ThreadPoolExecutor(max_workers=workers) as pool:  # each run is its own process
         for future in as_completed([pool.submit(recompute, item) for item in chosen]):
             report["runs"].append(future.result())
@@ -220,17 +218,6 @@ def verify_table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _compare(arms: Sequence[Sequence[float]], paired: bool, paper_effect, margin) -> Optional[dict[str, Any]]:
-    a, b = arms
-    if min(len(a), len(b)) < 2:
-        return None
-    cmp = paired_comparison(a, b) if paired else welch_comparison(a, b)
-    if cmp.ci_low is None:
-        return None
-    return {"effect": cmp.effect, "ci_low": cmp.ci_low, "ci_high": cmp.ci_high, "mde": mde_from_se(cmp.se, cmp.df),
-            "verdict": verdict(cmp.ci_low, cmp.ci_high, paper_effect, margin=margin)}
-
-
 def claims_on_recomputed(claims: Sequence[Mapping[str, Any]], report: Mapping[str, Any], *,
                          margins: Optional[Mapping[str, float]] = None) -> list[dict[str, Any]]:
     """The ledger's ``claims`` on the runs a :func:`verify` report recomputed, from the cached numbers
@@ -239,7 +226,8 @@ def claims_on_recomputed(claims: Sequence[Mapping[str, Any]], report: Mapping[st
     Each claim uses the results of its lists that the report recomputed — for a paired claim the
     pairs whose two results were both recomputed, in the ledger's order — minus the runs the ledger
     excluded (``collapsed_excluded``, with their pairs); claims whose metric is not one of
-    :data:`VERIFY_METRICS` or with fewer than two usable runs per arm are left out. The test and the
+    :data:`VERIFY_METRICS`, with fewer than two usable runs per arm, or without
+    interval (a no-difference claim whose margin ``margins`` does not give) are left out. The test and the
     verdict rule are the ledger's (paired t or Welch, 95 % interval, :func:`gca.study.stats.verdict`;
     ``margins`` maps a no-difference claim's id to its equivalence margin). Returns one row per
     claim: ``id``, ``family``, ``n`` (pairs, or runs per arm), ``here`` and ``there`` (``effect``,
@@ -258,18 +246,21 @@ def claims_on_recomputed(claims: Sequence[Mapping[str, Any]], report: Mapping[st
         if c["metric"] not in metrics:
             continue
         excluded = set(c.get("collapsed_excluded") or ())
-        ok = [[p for p in arm["results"] if p in again and p not in excluded] for arm in c["arms"]]
         paired = c.get("pairing") == "seed"
-        if paired:
+        if not paired:
+            ok = [[p for p in arm["results"] if p in again and p not in excluded] for arm in c["arms"]]
+        else:
             pairs = [(x, y) for x, y in zip(*(arm["results"] for arm in c["arms"]))
                      if x in again and y in again and x not in excluded and y not in excluded]
             ok = [[x for x, _ in pairs], [y for _, y in pairs]]
+        margin = (margins or {}).get(c["id"])
+        if min(len(ok[0]), len(ok[1])) < 2 or (not c["paper_effect"] and margin is None):
+            continue  # no interval, or a no-difference claim without its margin
         sides = {}
         for side, values in (("here", cached), ("there", again)):
             arms = [[values[p][c["metric"]] * c["scale"] for p in files] for files in ok]
-            sides[side] = _compare(arms, paired, c["paper_effect"], (margins or {}).get(c["id"]))
-        if sides["here"] is None or sides["there"] is None:
-            continue
+            stats = compare_arms(*arms, paired=paired, paper_effect=c["paper_effect"], margin=margin)
+            sides[side] = {k: stats[k] for k in ("effect", "ci_low", "ci_high", "mde", "verdict")}
         out.append({"id": c["id"], "family": c["family"], "n": len(ok[0]), **sides,
                     "same_verdict": sides["here"]["verdict"] == sides["there"]["verdict"]})
     return out
